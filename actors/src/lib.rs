@@ -1,0 +1,21 @@
+//! claudemesh-actors: the claudemeshd engine.
+//!
+//! Pure modules (no actix, unit-tested on their own):
+//! - [`crypto`]: member keys, hello signature, ed25519→X25519, crypto_box DMs, base64 bodies.
+//! - [`fingerprint`]: the request fingerprint of SPEC §5.2 and the `to` → destination mapping.
+//! - [`wire`]: typed serde frames of the broker WebSocket protocol, both directions.
+//! - [`settings`]: `config.json` and `daemon.toml` data types, parsing and validation.
+//! - [`host`]: host fingerprint (clone detection) and its refuse/warn/allow decision.
+//! - [`files`]: daemon-dir files: permissions, `local-token`, the `flock` singleton.
+//! - [`outbox::store`], [`inbox::store`]: the SQL of the two databases.
+//! - [`time`]: unix milliseconds and ISO 8601.
+
+pub mod crypto;
+pub mod files;
+pub mod fingerprint;
+pub mod host;
+pub mod inbox;
+pub mod outbox;
+pub mod settings;
+pub mod time;
+pub mod wire;
