@@ -1,0 +1,66 @@
+//! Messages the [`OutboxDrainer`](super::drainer::OutboxDrainer) accepts. It owns `outbox.db`
+//! (through its one-thread [`OutboxDb`](super::db::OutboxDb)) and is the only writer.
+
+use actix::prelude::*;
+
+use super::store::{Accepted, Counts, NewSend, OutboxRow, RequeueError, Requeued, Status, StoreError};
+
+/// Errors the drainer reports to its callers.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The SQL layer failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A requeue was refused (404/409 material).
+    #[error(transparent)]
+    Requeue(#[from] RequeueError),
+    /// The database thread is gone (shutdown in progress).
+    #[error("outbox unavailable: {0}")]
+    Mailbox(#[from] MailboxError),
+    /// The database thread dropped the request.
+    #[error("outbox request cancelled")]
+    Cancelled,
+}
+
+/// Command: accept one send (SPEC §5.3). Answered only after the row's transaction commits;
+/// concurrent accepts share one transaction (group commit).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Accepted, OutboxError>")]
+pub struct AcceptSend {
+    pub send: NewSend,
+}
+
+/// Query: rows by status, newest first.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Vec<OutboxRow>, OutboxError>")]
+pub struct ListOutbox {
+    pub status: Option<Status>,
+    pub limit: usize,
+}
+
+/// Query: one row by its row id.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Option<OutboxRow>, OutboxError>")]
+pub struct GetOutboxRow {
+    pub id: i64,
+}
+
+/// Command: operator requeue (SPEC §5.4).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Requeued, OutboxError>")]
+pub struct RequeueRow {
+    pub id: i64,
+    pub new_client_message_id: Option<String>,
+    /// Who asked (e.g. `ipc`), stored as `aborted_by`.
+    pub by: String,
+}
+
+/// Query: row counts by status.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Counts, OutboxError>")]
+pub struct GetOutboxCounts;
+
+/// Command: stop draining, put rows back from inflight, mark a clean shutdown.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), OutboxError>")]
+pub struct CloseOutbox;
