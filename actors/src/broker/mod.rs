@@ -1,0 +1,600 @@
+//! BrokerConnection: one per joined mesh, supervised.
+//!
+//! Owns the mesh's WebSocket (awc), the hello handshake, ack correlation of `send` frames, the
+//! peer-list cache, the saved profile and the liveness watchdog. Accepts [`msg::DeliverSend`],
+//! [`msg::ResolvePeer`], [`msg::GetPeers`], [`msg::ApplyProfile`], [`msg::GetLinkStatus`],
+//! [`msg::RateLimited`], [`msg::CloseLink`]. Emits [`msg::LinkEvent`] to the drainer,
+//! [`msg::PushReceived`] and journal events to the InboxStore.
+//!
+//! Failure is expressed as `ctx.stop()`; actix's `Supervisor` restarts the actor, `restarting`
+//! resets every connection-scoped field, and `started` waits out a full-jitter backoff before
+//! the next attempt. A close with 4001/4002 (or shutdown) leaves the actor dormant instead.
+
+pub mod error;
+mod frames;
+pub mod msg;
+pub mod peers;
+pub mod rate;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::io::{SinkWrite, WriteHandler};
+use actix::prelude::*;
+use actix_codec::Framed;
+use awc::error::WsProtocolError;
+use awc::ws::{Codec, Frame, Message as WsMessage};
+use awc::BoxedSocket;
+use futures_util::stream::{SplitSink, StreamExt};
+use rand::Rng;
+use tokio::sync::oneshot;
+
+use crate::crypto::MemberKeys;
+use crate::inbox::msg::RecordEvent;
+use crate::metrics::Metrics;
+use crate::settings::{BrokerTuning, JoinedMesh};
+use crate::time::now_ms;
+use msg::*;
+use peers::PeerCache;
+use rate::Pacer;
+
+type WsSink = SinkWrite<WsMessage, SplitSink<Framed<BoxedSocket, Codec>, WsMessage>>;
+
+/// Backoff caps of successive reconnect attempts (SPEC §4), in ms.
+const BACKOFF_CAPS_MS: [u64; 6] = [1_000, 2_000, 4_000, 8_000, 16_000, 30_000];
+
+/// Who the connection reports to.
+#[derive(Clone)]
+pub struct LinkPeers {
+    /// The drainer: link up/down, peers online.
+    pub drainer: Recipient<LinkEvent>,
+    /// The inbox: pushes to store.
+    pub pushes: Recipient<PushReceived>,
+    /// The inbox: events to journal.
+    pub journal: Recipient<RecordEvent>,
+}
+
+/// Static configuration of one connection.
+pub struct LinkConfig {
+    pub mesh: JoinedMesh,
+    pub keys: MemberKeys,
+    pub display_name: Option<String>,
+    pub tuning: BrokerTuning,
+    /// Where the saved profile of this mesh lives (re-applied after every reconnect).
+    pub profile_path: PathBuf,
+}
+
+/// The connection actor. Fields under "connection-scoped" are reset on every restart.
+pub struct BrokerConnection {
+    cfg: LinkConfig,
+    peers_out: LinkPeers,
+    metrics: Arc<Metrics>,
+    /// `daemon-<pid>`, kept across reconnects of this process.
+    session_id: String,
+    /// Saved profile, re-applied after each `hello_ack`.
+    profile: Profile,
+    /// Attempts since the last `hello_ack` (drives the backoff).
+    attempt: u32,
+    reconnects: u64,
+    last_error: Option<String>,
+    /// Terminal: 4001/4002 seen.
+    revoked: bool,
+    /// Terminal: shutdown requested.
+    closing: bool,
+    /// Paces sends to the broker's bucket; survives reconnects (the broker's bucket does).
+    pacer: Pacer,
+    /// Peer list; survives reconnects as a stale cache.
+    peer_cache: PeerCache,
+    // --- connection-scoped ---
+    state: LinkState,
+    sink: Option<WsSink>,
+    hello_acked: bool,
+    connected_since: Option<i64>,
+    last_rx: Instant,
+    /// Send acks awaited, by frame id (the row's client_message_id).
+    pending_acks: HashMap<String, oneshot::Sender<DeliveryOutcome>>,
+    /// Callers waiting for the next `peers_list`.
+    peer_waiters: Vec<oneshot::Sender<()>>,
+    list_seq: u64,
+}
+
+impl BrokerConnection {
+    /// A connection for `cfg.mesh`, not yet started.
+    pub fn new(cfg: LinkConfig, peers_out: LinkPeers, metrics: Arc<Metrics>) -> Self {
+        let profile = std::fs::read(&cfg.profile_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Profile>(&b).ok())
+            .unwrap_or_default();
+        let pacer = Pacer::new(cfg.tuning.rate_burst, cfg.tuning.rate_per_sec);
+        BrokerConnection {
+            session_id: format!("daemon-{}", std::process::id()),
+            cfg,
+            peers_out,
+            metrics,
+            profile,
+            attempt: 0,
+            reconnects: 0,
+            last_error: None,
+            revoked: false,
+            closing: false,
+            pacer,
+            peer_cache: PeerCache::default(),
+            state: LinkState::Connecting,
+            sink: None,
+            hello_acked: false,
+            connected_since: None,
+            last_rx: Instant::now(),
+            pending_acks: HashMap::new(),
+            peer_waiters: Vec::new(),
+            list_seq: 0,
+        }
+    }
+
+    fn slug(&self) -> &str {
+        &self.cfg.mesh.slug
+    }
+
+    fn send_text(&mut self, text: String) -> bool {
+        match self.sink.as_mut() {
+            Some(sink) => sink.write(WsMessage::Text(text.into())).is_ok(),
+            None => false,
+        }
+    }
+
+    fn journal(&self, kind: &str, fields: serde_json::Map<String, serde_json::Value>) {
+        self.peers_out.journal.do_send(RecordEvent {
+            kind: kind.to_string(),
+            mesh: Some(self.cfg.mesh.slug.clone()),
+            fields,
+        });
+    }
+
+    fn set_state(&mut self, state: LinkState) {
+        if self.state == state {
+            return;
+        }
+        self.state = state;
+        let mut f = serde_json::Map::new();
+        f.insert("status".into(), state.as_str().into());
+        if let Some(e) = &self.last_error {
+            f.insert("last_error".into(), e.clone().into());
+        }
+        self.journal("broker_status", f);
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        let url = self.cfg.mesh.broker_url.clone();
+        let hello_timeout = Duration::from_millis(self.cfg.tuning.hello_timeout_ms);
+        let max_frame = self.cfg.tuning.max_frame_bytes;
+        let client = awc::Client::builder()
+            .max_http_version(awc::http::Version::HTTP_11)
+            .timeout(hello_timeout)
+            .finish();
+        let fut = async move { client.ws(url).max_frame_size(max_frame).connect().await };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
+            Ok((_resp, framed)) => {
+                let (sink, stream) = framed.split();
+                act.sink = Some(SinkWrite::new(sink, ctx));
+                ctx.add_stream(stream);
+                act.last_rx = Instant::now();
+                act.send_hello();
+                ctx.run_later(hello_timeout, |act, ctx| {
+                    if !act.hello_acked {
+                        act.fail(ctx, "hello_timeout".to_string());
+                    }
+                });
+            }
+            Err(e) => act.fail(ctx, format!("connect failed: {e}")),
+        }));
+    }
+
+    fn send_hello(&mut self) {
+        let frame = frames::hello(
+            &self.cfg.mesh,
+            &self.cfg.keys,
+            self.cfg.display_name.as_deref(),
+            &self.session_id,
+            now_ms(),
+        );
+        self.send_text(frame);
+    }
+
+    /// Ends this connection attempt; the supervisor restarts the actor.
+    fn fail(&mut self, ctx: &mut Context<Self>, reason: String) {
+        if !self.closing {
+            log::warn!("mesh {}: broker link lost: {reason}", self.slug());
+        }
+        self.last_error = Some(reason);
+        ctx.stop();
+    }
+
+    fn on_hello_ack(&mut self, ctx: &mut Context<Self>) {
+        self.hello_acked = true;
+        self.attempt = 0;
+        self.connected_since = Some(now_ms());
+        log::info!("mesh {}: broker link open", self.slug());
+        self.set_state(LinkState::Open);
+        self.request_peers();
+        let profile = self.profile.clone();
+        self.send_profile(&profile);
+        self.peers_out.drainer.do_send(LinkEvent::Up {
+            mesh: self.slug().to_string(),
+        });
+        let ping = Duration::from_millis(self.cfg.tuning.ping_interval_ms.max(10));
+        ctx.run_interval(ping, |act, ctx| act.watchdog(ctx));
+    }
+
+    fn watchdog(&mut self, ctx: &mut Context<Self>) {
+        let stale = Duration::from_millis(self.cfg.tuning.stale_after_ms);
+        if self.last_rx.elapsed() > stale {
+            self.fail(ctx, "stale: nothing received within stale_after_ms".into());
+            return;
+        }
+        if let Some(sink) = self.sink.as_mut() {
+            let _ = sink.write(WsMessage::Ping(Default::default()));
+        }
+    }
+
+    fn request_peers(&mut self) {
+        self.list_seq += 1;
+        let frame = frames::list_peers(self.list_seq);
+        self.send_text(frame);
+    }
+
+    fn send_profile(&mut self, p: &Profile) -> Vec<&'static str> {
+        let names = p.field_names();
+        for frame in frames::profile_frames(p) {
+            self.send_text(frame);
+        }
+        names
+    }
+
+    fn on_text(&mut self, ctx: &mut Context<Self>, text: &str) {
+        match frames::classify(text, &self.cfg.mesh.pubkey) {
+            frames::Inbound::HelloAck => {
+                if !self.hello_acked {
+                    self.on_hello_ack(ctx);
+                }
+            }
+            frames::Inbound::Error { code, message } => {
+                log::warn!("mesh {}: broker error {code}: {message}", self.slug());
+                if code == "revoked" {
+                    self.revoked = true;
+                }
+                self.last_error = Some(format!("{code}: {message}"));
+            }
+            frames::Inbound::Ack(outcome_id, outcome) => {
+                if let Some(tx) = self.pending_acks.remove(&outcome_id) {
+                    let _ = tx.send(outcome);
+                }
+            }
+            frames::Inbound::Message(push) => self.on_push(ctx, push),
+            frames::Inbound::PeerOnline { event, returned } => {
+                self.journal_peer("peer_join", &event, returned);
+                let keys = self.peer_cache.keys_related_to(&event.pubkey);
+                self.peers_out.drainer.do_send(LinkEvent::PeerOnline {
+                    mesh: self.slug().to_string(),
+                    keys,
+                });
+                self.request_peers();
+            }
+            frames::Inbound::PeerLeft(event) => {
+                self.journal_peer("peer_leave", &event, false);
+                self.request_peers();
+            }
+            frames::Inbound::System { event, data } => {
+                let mut f = serde_json::Map::new();
+                f.insert("event".into(), event.into());
+                f.insert("data".into(), data);
+                self.journal("system", f);
+            }
+            frames::Inbound::Peers(list) => {
+                self.peer_cache.replace(list, now_ms());
+                for w in self.peer_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+            frames::Inbound::Ignored(why) => log::debug!("mesh {}: ignored frame: {why}", self.slug()),
+        }
+    }
+
+    fn journal_peer(&self, kind: &str, e: &frames::PeerEvent, returned: bool) {
+        let mut f = serde_json::Map::new();
+        f.insert("name".into(), e.name.clone().into());
+        f.insert("pubkey".into(), e.pubkey.clone().into());
+        if returned {
+            f.insert("returned".into(), true.into());
+        }
+        self.journal(kind, f);
+    }
+
+    fn on_push(&mut self, ctx: &mut Context<Self>, push: crate::wire::Push) {
+        let store = self.peers_out.pushes.send(PushReceived {
+            mesh: self.slug().to_string(),
+            push,
+        });
+        ctx.spawn(store.into_actor(self).map(|res, act, _ctx| match res {
+            Ok(Ok(PushStored::Ack {
+                client_message_id,
+                broker_message_id,
+            })) => {
+                let frame = frames::client_ack(&client_message_id, &broker_message_id);
+                act.send_text(frame);
+            }
+            Ok(Ok(PushStored::Ignored)) => {}
+            Ok(Err(e)) => log::error!("mesh {}: storing push failed: {e}", act.slug()),
+            Err(e) => log::error!("mesh {}: inbox unavailable: {e}", act.slug()),
+        }));
+    }
+}
+
+impl Actor for BrokerConnection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.revoked {
+            self.set_state(LinkState::Revoked);
+            return;
+        }
+        if self.closing {
+            self.set_state(LinkState::Closed);
+            return;
+        }
+        if self.attempt == 0 {
+            self.connect(ctx);
+            return;
+        }
+        self.set_state(LinkState::Reconnecting);
+        let idx = (self.attempt as usize - 1).min(BACKOFF_CAPS_MS.len() - 1);
+        let delay = rand::thread_rng().gen_range(0..BACKOFF_CAPS_MS[idx]);
+        ctx.run_later(Duration::from_millis(delay), |act, ctx| {
+            Metrics::inc(&act.metrics.reconnects);
+            act.reconnects += 1;
+            act.connect(ctx);
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        let reason = if self.closing { "daemon_shutdown" } else { "broker_disconnected" };
+        for (_, tx) in self.pending_acks.drain() {
+            let _ = tx.send(DeliveryOutcome::NotConnected {
+                reason: reason.to_string(),
+            });
+        }
+        if self.hello_acked {
+            self.peers_out.drainer.do_send(LinkEvent::Down {
+                mesh: self.slug().to_string(),
+            });
+        }
+    }
+}
+
+impl Supervised for BrokerConnection {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.sink = None;
+        self.hello_acked = false;
+        self.connected_since = None;
+        self.pending_acks.clear();
+        self.peer_waiters.clear();
+        self.attempt = self.attempt.saturating_add(1);
+    }
+}
+
+impl WriteHandler<WsProtocolError> for BrokerConnection {
+    fn error(&mut self, err: WsProtocolError, ctx: &mut Context<Self>) -> Running {
+        self.fail(ctx, format!("write failed: {err}"));
+        Running::Stop
+    }
+}
+
+impl StreamHandler<Result<Frame, WsProtocolError>> for BrokerConnection {
+    fn handle(&mut self, item: Result<Frame, WsProtocolError>, ctx: &mut Context<Self>) {
+        self.last_rx = Instant::now();
+        match item {
+            Ok(Frame::Text(bytes)) => match std::str::from_utf8(&bytes) {
+                Ok(text) => self.on_text(ctx, text),
+                Err(_) => log::warn!("mesh {}: non-UTF-8 text frame ignored", self.slug()),
+            },
+            Ok(Frame::Ping(b)) => {
+                if let Some(sink) = self.sink.as_mut() {
+                    let _ = sink.write(WsMessage::Pong(b));
+                }
+            }
+            Ok(Frame::Pong(_)) | Ok(Frame::Binary(_)) | Ok(Frame::Continuation(_)) => {}
+            Ok(Frame::Close(reason)) => {
+                let code = reason.as_ref().map(|r| u16::from(r.code)).unwrap_or(1005);
+                let text = reason.and_then(|r| r.description).unwrap_or_default();
+                if code == 4001 || code == 4002 {
+                    log::error!("mesh {}: broker closed with {code} {text}: not reconnecting", self.slug());
+                    self.revoked = true;
+                }
+                self.fail(ctx, format!("closed by broker: {code} {text}"));
+            }
+            Err(e) => self.fail(ctx, format!("protocol error: {e}")),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.fail(ctx, "socket closed".into());
+    }
+}
+
+impl Handler<DeliverSend> for BrokerConnection {
+    type Result = ResponseFuture<DeliveryOutcome>;
+
+    fn handle(&mut self, msg: DeliverSend, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.hello_acked {
+            let reason = format!("broker_not_open ({})", self.state.as_str());
+            return Box::pin(async move { DeliveryOutcome::NotConnected { reason } });
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = msg.send.client_message_id.clone();
+        self.pending_acks.insert(id.clone(), tx);
+        let frame = frames::send(&msg.send);
+        let delay = self.pacer.reserve(now_ms());
+        let write = move |act: &mut Self, _ctx: &mut Context<Self>| {
+            if act.pending_acks.contains_key(&id) && !act.send_text(frame) {
+                if let Some(tx) = act.pending_acks.remove(&id) {
+                    let _ = tx.send(DeliveryOutcome::NotConnected {
+                        reason: "ws_write_failed".into(),
+                    });
+                }
+            }
+        };
+        if delay <= 0 {
+            write(self, ctx);
+        } else {
+            ctx.run_later(Duration::from_millis(delay as u64), write);
+        }
+        let timeout_id = msg.send.client_message_id;
+        let timeout = Duration::from_millis(self.cfg.tuning.ack_timeout_ms + delay.max(0) as u64);
+        ctx.run_later(timeout, move |act, _| {
+            if let Some(tx) = act.pending_acks.remove(&timeout_id) {
+                let _ = tx.send(DeliveryOutcome::Timeout);
+            }
+        });
+        Box::pin(async move {
+            rx.await.unwrap_or(DeliveryOutcome::NotConnected {
+                reason: "broker_disconnected".into(),
+            })
+        })
+    }
+}
+
+impl Handler<RateLimited> for BrokerConnection {
+    type Result = ();
+
+    fn handle(&mut self, _msg: RateLimited, _ctx: &mut Context<Self>) {
+        self.pacer.drain(now_ms());
+    }
+}
+
+impl Handler<ResolvePeer> for BrokerConnection {
+    type Result = ResponseActFuture<Self, Resolution>;
+
+    fn handle(&mut self, msg: ResolvePeer, _ctx: &mut Context<Self>) -> Self::Result {
+        let fresh = self.peer_cache.is_fresh(now_ms(), msg.max_age_ms);
+        let wait = if fresh || !self.hello_acked {
+            None
+        } else {
+            Some(self.wait_for_peers(msg.wait_ms))
+        };
+        Box::pin(
+            async move {
+                if let Some(w) = wait {
+                    w.await;
+                }
+            }
+            .into_actor(self)
+            .map(move |_, act, _| {
+                if !act.hello_acked && !act.peer_cache.is_fresh(now_ms(), msg.max_age_ms) {
+                    return Resolution::Unavailable;
+                }
+                act.peer_cache.resolve(msg.name.trim(), &act.cfg.mesh.pubkey)
+            }),
+        )
+    }
+}
+
+impl BrokerConnection {
+    /// Asks for a fresh list and returns a future that resolves when it arrives or after `wait_ms`.
+    fn wait_for_peers(&mut self, wait_ms: u64) -> impl std::future::Future<Output = ()> {
+        let (tx, rx) = oneshot::channel();
+        self.peer_waiters.push(tx);
+        if self.peer_waiters.len() == 1 {
+            self.request_peers();
+        }
+        async move {
+            let _ = tokio::time::timeout(Duration::from_millis(wait_ms), rx).await;
+        }
+    }
+}
+
+impl Handler<GetPeers> for BrokerConnection {
+    type Result = ResponseActFuture<Self, Result<PeersSnapshot, error::BrokerError>>;
+
+    fn handle(&mut self, _msg: GetPeers, _ctx: &mut Context<Self>) -> Self::Result {
+        const FRESH_MS: i64 = 5_000;
+        let wait = (self.hello_acked && !self.peer_cache.is_fresh(now_ms(), FRESH_MS))
+            .then(|| self.wait_for_peers(1_000));
+        Box::pin(
+            async move {
+                if let Some(w) = wait {
+                    w.await;
+                }
+            }
+            .into_actor(self)
+            .map(|_, act, _| match act.peer_cache.fetched_at {
+                None => Err(error::BrokerError::Unavailable {
+                    mesh: act.slug().to_string(),
+                }),
+                Some(at) => Ok(PeersSnapshot {
+                    peers: act.peer_cache.peers.clone(),
+                    fetched_at: at,
+                    stale: !act.hello_acked || now_ms() - at > FRESH_MS,
+                }),
+            }),
+        )
+    }
+}
+
+impl Handler<ApplyProfile> for BrokerConnection {
+    type Result = MessageResult<ApplyProfile>;
+
+    fn handle(&mut self, msg: ApplyProfile, _ctx: &mut Context<Self>) -> Self::Result {
+        self.profile.merge(&msg.profile);
+        match serde_json::to_vec(&self.profile) {
+            Ok(bytes) => {
+                if let Err(e) = crate::files::write_private_file(&self.cfg.profile_path, &bytes) {
+                    log::error!("mesh {}: saving profile failed: {e}", self.slug());
+                }
+            }
+            Err(e) => log::error!("mesh {}: encoding profile failed: {e}", self.slug()),
+        }
+        if self.hello_acked {
+            let applied = self.send_profile(&msg.profile);
+            MessageResult(ProfileApplied { applied, pending: false })
+        } else {
+            MessageResult(ProfileApplied {
+                applied: Vec::new(),
+                pending: true,
+            })
+        }
+    }
+}
+
+impl Handler<GetLinkStatus> for BrokerConnection {
+    type Result = MessageResult<GetLinkStatus>;
+
+    fn handle(&mut self, _msg: GetLinkStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        let open = self.hello_acked;
+        MessageResult(LinkStatus {
+            slug: self.slug().to_string(),
+            broker_status: if open { LinkState::Open } else { self.state },
+            connected_since: self.connected_since,
+            last_error: self.last_error.clone(),
+            lag_ms: open.then(|| self.last_rx.elapsed().as_millis() as i64),
+            reconnects: self.reconnects,
+        })
+    }
+}
+
+impl Handler<CloseLink> for BrokerConnection {
+    type Result = ();
+
+    fn handle(&mut self, _msg: CloseLink, ctx: &mut Context<Self>) {
+        self.closing = true;
+        if let Some(sink) = self.sink.as_mut() {
+            let _ = sink.write(WsMessage::Close(Some(awc::ws::CloseReason {
+                code: awc::ws::CloseCode::Normal,
+                description: None,
+            })));
+            sink.close();
+        }
+        self.set_state(LinkState::Closed);
+        // Give the close frame a moment to flush; the broker's answering close ends the stream.
+        ctx.run_later(Duration::from_millis(250), |_, ctx| ctx.stop());
+    }
+}
