@@ -77,7 +77,11 @@ pub fn ms_from_iso(s: &str) -> Option<i64> {
             let oh: i64 = tz[1..3].parse().ok()?;
             let om: i64 = tz[4..6].parse().ok()?;
             let off = (oh * 60 + om) * 60_000;
-            Some(if tz.starts_with('+') { ms - off } else { ms + off })
+            Some(if tz.starts_with('+') {
+                ms - off
+            } else {
+                ms + off
+            })
         }
         _ => None,
     }
@@ -123,7 +127,10 @@ mod tests {
         for ms in [0, 1_714_700_000_000, 1_795_831_747_412, 951_782_400_123] {
             assert_eq!(ms_from_iso(&iso_from_ms(ms)), Some(ms));
         }
-        assert_eq!(ms_from_iso("2024-05-03T03:33:20+02:00"), Some(1_714_700_000_000));
+        assert_eq!(
+            ms_from_iso("2024-05-03T03:33:20+02:00"),
+            Some(1_714_700_000_000)
+        );
         assert_eq!(ms_from_iso("2024-05-03"), Some(1_714_694_400_000));
         assert_eq!(ms_from_iso("2024-13-03"), None);
         assert_eq!(ms_from_iso("yesterday"), None);
