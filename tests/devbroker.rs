@@ -1,0 +1,942 @@
+//! The dev broker driven over real WebSockets on 127.0.0.1 (awc client): the path rule, hello
+//! validation, events, routing, the error strings, the controls a test needs, `dev-mesh`, and a
+//! fidelity replay of the recorded real-broker sessions (`tests/fixtures/wire/seed-broker*`).
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use awc::error::WsProtocolError as ProtocolError;
+use awc::ws::{Frame, Message};
+use claudemesh_actors::crypto::MemberKeys;
+use claudemesh_actors::time::now_ms;
+use claudemeshd::devbroker::{self, errors, DevBroker, DevBrokerOptions};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde_json::{json, Value};
+
+/// How long a test waits for an expected frame.
+const WAIT: Duration = Duration::from_secs(3);
+/// How long "no answer" is observed.
+const QUIET: Duration = Duration::from_millis(300);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A dev mesh in a temp dir.
+struct Mesh {
+    dir: tempfile::TempDir,
+    mesh_id: String,
+    members: Vec<Member>,
+}
+
+#[derive(Clone)]
+struct Member {
+    name: String,
+    mesh_id: String,
+    member_id: String,
+    pubkey: String,
+    keys: MemberKeys,
+}
+
+impl Mesh {
+    fn new(names: &[&str]) -> Mesh {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mesh = Mesh {
+            dir,
+            mesh_id: String::new(),
+            members: Vec::new(),
+        };
+        mesh.add(names);
+        mesh
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    /// Adds members through `create_mesh` and loads them back from their config.json.
+    fn add(&mut self, names: &[&str]) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let created =
+            devbroker::create_mesh(&self.state(), "ws://127.0.0.1:7900/ws", &names, &self.out())
+                .unwrap();
+        self.mesh_id = created.mesh_id.clone();
+        for m in created.members {
+            let text = std::fs::read_to_string(m.config_dir.join("config.json")).unwrap();
+            let config: Value = serde_json::from_str(&text).unwrap();
+            let entry = &config["meshes"][0];
+            let keys = MemberKeys::from_hex(
+                entry["pubkey"].as_str().unwrap(),
+                entry["secretKey"].as_str().unwrap(),
+            )
+            .unwrap();
+            self.members.push(Member {
+                name: m.name,
+                mesh_id: entry["meshId"].as_str().unwrap().to_owned(),
+                member_id: entry["memberId"].as_str().unwrap().to_owned(),
+                pubkey: m.pubkey,
+                keys,
+            });
+        }
+    }
+
+    fn member(&self, name: &str) -> Member {
+        self.members
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap()
+            .clone()
+    }
+
+    async fn broker(&self, configure: impl FnOnce(&mut DevBrokerOptions)) -> DevBroker {
+        let mut opts = DevBrokerOptions::new(self.state(), "127.0.0.1:0".parse().unwrap());
+        configure(&mut opts);
+        devbroker::start(opts).await.unwrap()
+    }
+}
+
+/// A signed hello; `session` adds a `sessionPubkey`.
+fn hello(m: &Member, session: Option<&str>, session_id: &str) -> Value {
+    let ts = now_ms();
+    let mut frame = json!({
+        "type": "hello", "meshId": m.mesh_id, "memberId": m.member_id, "pubkey": m.pubkey,
+        "displayName": m.name, "sessionId": session_id, "pid": 4242, "cwd": "/work",
+        "hostname": "devbox", "peerType": "ai", "channel": "claudemesh-daemon",
+        "timestamp": ts, "signature": m.keys.sign_hello(&m.mesh_id, &m.member_id, ts),
+    });
+    if let Some(key) = session {
+        frame["sessionPubkey"] = json!(key);
+    }
+    frame
+}
+
+trait WsIo:
+    Stream<Item = Result<Frame, ProtocolError>> + Sink<Message, Error = ProtocolError> + Unpin
+{
+}
+impl<T> WsIo for T where
+    T: Stream<Item = Result<Frame, ProtocolError>> + Sink<Message, Error = ProtocolError> + Unpin
+{
+}
+
+#[derive(Debug, PartialEq)]
+enum Event {
+    Text(Value),
+    Close(Option<(u16, String)>),
+    Ping,
+    Eof,
+}
+
+/// A WebSocket client with the 16 MiB frame limit; answers pings unless `auto_pong` is off.
+struct Ws {
+    io: Pin<Box<dyn WsIo>>,
+    auto_pong: bool,
+}
+
+impl Ws {
+    async fn connect(url: &str) -> Ws {
+        let (_, framed) = awc::Client::new()
+            .ws(url)
+            .max_frame_size(16 << 20)
+            .connect()
+            .await
+            .unwrap();
+        Ws {
+            io: Box::pin(framed),
+            auto_pong: true,
+        }
+    }
+
+    async fn send(&mut self, frame: Value) {
+        self.send_text(frame.to_string()).await;
+    }
+
+    async fn send_text(&mut self, text: String) {
+        self.io.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    async fn close(&mut self) {
+        let _ = self.io.send(Message::Close(None)).await;
+        while !matches!(
+            self.next(WAIT).await,
+            None | Some(Event::Eof | Event::Close(_))
+        ) {}
+    }
+
+    /// The next event within `wait`; pings are answered (if `auto_pong`) and reported.
+    async fn next(&mut self, wait: Duration) -> Option<Event> {
+        let frame = tokio::time::timeout(wait, self.io.next()).await.ok()?;
+        Some(match frame {
+            Some(Ok(Frame::Text(bytes))) => Event::Text(serde_json::from_slice(&bytes).unwrap()),
+            Some(Ok(Frame::Close(reason))) => {
+                Event::Close(reason.map(|r| (u16::from(r.code), r.description.unwrap_or_default())))
+            }
+            Some(Ok(Frame::Ping(bytes))) => {
+                if self.auto_pong {
+                    let _ = self.io.send(Message::Pong(bytes)).await;
+                }
+                Event::Ping
+            }
+            Some(Ok(_)) => return Box::pin(self.next(wait)).await,
+            Some(Err(_)) | None => Event::Eof,
+        })
+    }
+
+    /// The next text frame (pings skipped); panics on anything else.
+    async fn recv(&mut self) -> Value {
+        loop {
+            match self.next(WAIT).await {
+                Some(Event::Text(v)) => return v,
+                Some(Event::Ping) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next text frame of `kind`, skipping others; for pushes, the system event `event`,
+    /// or with `None` the next message push.
+    async fn recv_kind(&mut self, kind: &str, event: Option<&str>) -> Value {
+        loop {
+            let v = self.recv().await;
+            let event_ok = match event {
+                Some(e) => v["event"] == e,
+                None => v["subtype"] != "system",
+            };
+            if v["type"] == kind && event_ok {
+                return v;
+            }
+        }
+    }
+
+    /// Asserts no text frame arrives for [`QUIET`].
+    async fn expect_silence(&mut self) {
+        let deadline = tokio::time::Instant::now() + QUIET;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                None => return,
+                Some(Event::Ping) => continue,
+                Some(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
+    /// Text frames until the close; returns them and the close code/reason (`None` for EOF).
+    async fn until_close(&mut self) -> (Vec<Value>, Option<(u16, String)>) {
+        let mut texts = Vec::new();
+        loop {
+            match self.next(WAIT).await {
+                Some(Event::Text(v)) => texts.push(v),
+                Some(Event::Ping) => continue,
+                Some(Event::Close(reason)) => return (texts, reason),
+                Some(Event::Eof) => return (texts, None),
+                None => panic!("no close within {WAIT:?}; got {texts:?}"),
+            }
+        }
+    }
+}
+
+/// Connects and says hello; returns the socket, its `hello_ack`, and frames seen before it.
+async fn join_with(url: &str, hello_frame: Value) -> (Ws, Value, Vec<Value>) {
+    let mut ws = Ws::connect(url).await;
+    ws.send(hello_frame).await;
+    let mut before = Vec::new();
+    loop {
+        let v = ws.recv().await;
+        if v["type"] == "hello_ack" {
+            return (ws, v, before);
+        }
+        before.push(v);
+    }
+}
+
+async fn join(url: &str, m: &Member) -> Ws {
+    let session_id = format!("{}-{}", m.name, devbroker_test_counter());
+    join_with(url, hello(m, None, &session_id)).await.0
+}
+
+fn devbroker_test_counter() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::SeqCst)
+}
+
+fn keys_of(v: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    keys
+}
+
+fn sorted(list: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+fn dm(id: &str, target: &str, priority: &str) -> Value {
+    json!({"type": "send", "id": id, "targetSpec": target, "priority": priority,
+           "nonce": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYX", "ciphertext": "c2VjcmV0IGJvZHk="})
+}
+
+const DRAINED_PUSH_KEYS: &[&str] = &[
+    "type",
+    "messageId",
+    "meshId",
+    "senderPubkey",
+    "priority",
+    "nonce",
+    "ciphertext",
+    "createdAt",
+];
+const LIVE_PUSH_KEYS: &[&str] = &[
+    "type",
+    "messageId",
+    "meshId",
+    "senderPubkey",
+    "senderMemberPubkey",
+    "senderMemberId",
+    "senderName",
+    "priority",
+    "nonce",
+    "ciphertext",
+    "createdAt",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Path rule and frame sizes
+// ---------------------------------------------------------------------------------------------
+
+/// Sends a WebSocket upgrade request for `target` on a raw TCP connection and returns every
+/// byte the server sends before closing.
+async fn raw_upgrade(port: u16, target: &str) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(WAIT, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return got,
+            Ok(Ok(n)) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    return got;
+                }
+            }
+            Err(_) => panic!("connection for {target} neither answered nor closed"),
+        }
+    }
+}
+
+#[actix_web::test]
+async fn any_target_but_exactly_ws_drops_the_connection_without_an_http_response() {
+    let mesh = Mesh::new(&["alice"]);
+    let broker = mesh.broker(|_| {}).await;
+    for target in [
+        "/",
+        "/ws?x=1",
+        "/ws?",
+        "/ws/",
+        "/wss",
+        "/health",
+        "http://127.0.0.1/ws",
+    ] {
+        let got = raw_upgrade(broker.port(), target).await;
+        assert!(
+            got.is_empty(),
+            "{target}: got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let ok = raw_upgrade(broker.port(), "/ws").await;
+    assert!(
+        ok.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&ok)
+    );
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn oversized_send_gets_the_payload_too_large_ack_and_the_socket_stays_open() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let mut raw = Ws::connect(&broker.url()).await;
+    raw.send_text(json!({"type": "send", "pad": "x".repeat(70_000)}).to_string())
+        .await;
+    assert_eq!(raw.recv().await["code"], "no_hello");
+    let mut alice = join(&broker.url(), &mesh.member("alice")).await;
+    let bob = mesh.member("bob");
+    let mut big = dm("big", &bob.pubkey, "next");
+    big["ciphertext"] = json!("A".repeat(69_880));
+    alice.send(big).await;
+    let ack = alice.recv().await;
+    let n = 69_880 + 32 + 64;
+    assert_eq!(
+        ack,
+        json!({"type": "ack", "id": "big", "messageId": "", "queued": false,
+               "error": format!("payload too large: {n} bytes > MAX_MESSAGE_BYTES=65536")})
+    );
+    alice
+        .send(json!({"type": "list_peers", "_reqId": "after"}))
+        .await;
+    assert_eq!(alice.recv().await["_reqId"], "after");
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_frame_over_16_mib_drops_the_connection_without_a_close_frame() {
+    let mesh = Mesh::new(&["alice"]);
+    let broker = mesh.broker(|_| {}).await;
+    let mut alice = join(&broker.url(), &mesh.member("alice")).await;
+    alice.send_text("x".repeat((16 << 20) + 1)).await;
+    let (texts, close) = alice.until_close().await;
+    assert!(texts.is_empty());
+    assert_eq!(close, None);
+    broker.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hello
+// ---------------------------------------------------------------------------------------------
+
+async fn rejected(url: &str, frame: Value) -> (Value, Option<(u16, String)>) {
+    let mut ws = Ws::connect(url).await;
+    ws.send(frame).await;
+    let (texts, close) = ws.until_close().await;
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    (texts[0].clone(), close)
+}
+
+#[actix_web::test]
+async fn every_hello_rejection_is_an_error_frame_then_its_close_code() {
+    let mut mesh = Mesh::new(&["alice", "mallory"]);
+    let broker = mesh.broker(|_| {}).await;
+    let url = broker.url();
+    let alice = mesh.member("alice");
+    let expect = |code: &str, message: &str, close: (u16, &str)| {
+        (
+            json!({"type": "error", "code": code, "message": message}),
+            Some((close.0, close.1.to_owned())),
+        )
+    };
+
+    let mut bad_session = hello(&alice, Some(&"AB".repeat(32)), "s1");
+    let got = rejected(&url, bad_session.take()).await;
+    assert_eq!(got.1, Some((1008, "bad_session_pubkey".into())));
+    assert_eq!(got.0["code"], "bad_session_pubkey");
+
+    let mut skewed = hello(&alice, None, "s2");
+    let ts = now_ms() - 61_000;
+    skewed["timestamp"] = json!(ts);
+    skewed["signature"] = json!(alice.keys.sign_hello(&alice.mesh_id, &alice.member_id, ts));
+    assert_eq!(
+        rejected(&url, skewed).await,
+        expect(
+            "timestamp_skew",
+            "hello rejected: timestamp_skew",
+            (1008, "timestamp_skew")
+        )
+    );
+
+    let mut short_sig = hello(&alice, None, "s3");
+    short_sig["signature"] = json!("abcd");
+    assert_eq!(
+        rejected(&url, short_sig).await,
+        expect(
+            "malformed",
+            "hello rejected: malformed",
+            (1008, "malformed")
+        )
+    );
+
+    let mut forged = hello(&alice, None, "s4");
+    forged["signature"] =
+        json!(MemberKeys::generate().sign_hello(&alice.mesh_id, &alice.member_id, 1));
+    assert_eq!(
+        rejected(&url, forged).await,
+        expect(
+            "bad_signature",
+            "hello rejected: bad_signature",
+            (1008, "bad_signature")
+        )
+    );
+
+    let stranger = Member {
+        name: "stranger".into(),
+        keys: MemberKeys::generate(),
+        ..alice.clone()
+    };
+    let stranger = Member {
+        pubkey: stranger.keys.pubkey_hex(),
+        ..stranger
+    };
+    let (error, close) = rejected(&url, hello(&stranger, None, "s5")).await;
+    assert_eq!(
+        (error["code"].clone(), close),
+        (json!("unauthorized"), Some((1008, "unauthorized".into())))
+    );
+    assert_eq!(keys_of(&error), sorted(&["type", "code", "message"]));
+
+    devbroker::revoke_member(&mesh.state(), "mallory").unwrap();
+    let mallory = mesh.member("mallory");
+    assert_eq!(
+        rejected(&url, hello(&mallory, None, "s6")).await,
+        expect(
+            "revoked",
+            "You've been removed from \"dev-mesh\". Contact the mesh owner to rejoin.",
+            (4002, "banned")
+        )
+    );
+    mesh.add(&["late"]);
+    join(&url, &mesh.member("late")).await;
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn frames_before_hello_get_no_hello_and_the_socket_stays_open() {
+    let mesh = Mesh::new(&["alice"]);
+    let broker = mesh.broker(|_| {}).await;
+    let mut ws = Ws::connect(&broker.url()).await;
+    ws.send(json!({"type": "list_peers", "_reqId": "early"}))
+        .await;
+    assert_eq!(
+        ws.recv().await,
+        json!({"type": "error", "code": "no_hello", "message": "must send hello first"})
+    );
+    ws.send_text("not json".into()).await;
+    ws.expect_silence().await;
+    ws.send(hello(&mesh.member("alice"), None, "late-hello"))
+        .await;
+    assert_eq!(ws.recv().await["type"], "hello_ack");
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_frame_pipelined_behind_the_hello_can_get_no_hello() {
+    let mesh = Mesh::new(&["alice"]);
+    let broker = mesh.broker(|_| {}).await;
+    let mut ws = Ws::connect(&broker.url()).await;
+    // Both frames in one write, as a client that does not wait for `hello_ack` sends them.
+    let hello_text = hello(&mesh.member("alice"), None, "pipelined").to_string();
+    ws.io.feed(Message::Text(hello_text.into())).await.unwrap();
+    ws.io
+        .feed(Message::Text(
+            json!({"type": "list_peers"}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+    ws.io.flush().await.unwrap();
+    let first = ws.recv().await;
+    assert_eq!(first["code"], "no_hello", "{first}");
+    assert_eq!(ws.recv().await["type"], "hello_ack");
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_hello_without_pid_or_cwd_gets_no_answer_and_no_close() {
+    let mesh = Mesh::new(&["alice"]);
+    let broker = mesh.broker(|_| {}).await;
+    let alice = mesh.member("alice");
+    let mut ws = Ws::connect(&broker.url()).await;
+    let mut no_pid = hello(&alice, None, "np");
+    no_pid.as_object_mut().unwrap().remove("pid");
+    ws.send(no_pid).await;
+    ws.expect_silence().await;
+    let mut no_cwd = hello(&alice, None, "nc");
+    no_cwd.as_object_mut().unwrap().remove("cwd");
+    ws.send(no_cwd).await;
+    ws.expect_silence().await;
+    ws.send(hello(&alice, None, "ok")).await;
+    assert_eq!(ws.recv().await["type"], "hello_ack");
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn hello_ack_has_the_seed_fields_and_restored_ones_after_a_first_disconnect() {
+    let mesh = Mesh::new(&["alice"]);
+    let broker = mesh.broker(|_| {}).await;
+    let alice = mesh.member("alice");
+    let (mut first, ack, _) = join_with(&broker.url(), hello(&alice, None, "a1")).await;
+    assert_eq!(
+        keys_of(&ack),
+        sorted(&[
+            "type",
+            "presenceId",
+            "memberDisplayName",
+            "memberProfile",
+            "meshPolicy"
+        ])
+    );
+    assert_eq!(ack["presenceId"].as_str().unwrap().len(), 32);
+    assert_eq!(ack["memberDisplayName"], "alice");
+    assert_eq!(
+        ack["memberProfile"],
+        json!({"roleTag": null, "groups": [], "messageMode": "push"})
+    );
+    assert_eq!(
+        ack["meshPolicy"],
+        json!({"selfEditable": {"displayName": true, "roleTag": true, "groups": true, "messageMode": true}})
+    );
+    first
+        .send(json!({"type": "set_summary", "summary": "busy with tests"}))
+        .await;
+    first.send(json!({"type": "list_peers"})).await;
+    first.recv().await;
+    first.close().await;
+    let (_, again, _) = join_with(&broker.url(), hello(&alice, None, "a2")).await;
+    assert_eq!(
+        keys_of(&again),
+        sorted(&[
+            "type",
+            "presenceId",
+            "memberDisplayName",
+            "memberProfile",
+            "meshPolicy",
+            "restored",
+            "lastSummary",
+            "lastSeenAt",
+            "restoredStats"
+        ])
+    );
+    assert_eq!(again["restored"], true);
+    assert_eq!(again["lastSummary"], "busy with tests");
+    assert_eq!(
+        again["restoredStats"],
+        json!({"messagesIn": 0, "messagesOut": 0, "toolCalls": 0, "errors": 0})
+    );
+    broker.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events and sessions
+// ---------------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn peer_events_go_to_other_members_only_and_returned_follows_a_first_disconnect() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let (alice, bob) = (mesh.member("alice"), mesh.member("bob"));
+    let mut a1 = join(&broker.url(), &alice).await;
+    let mut a2 = join(&broker.url(), &alice).await;
+    a1.expect_silence().await;
+    let bob_session = MemberKeys::generate().pubkey_hex();
+    let (mut b, _, _) = join_with(&broker.url(), hello(&bob, Some(&bob_session), "b1")).await;
+    for a in [&mut a1, &mut a2] {
+        let joined = a.recv().await;
+        assert_eq!(joined["event"], "peer_joined");
+        assert_eq!(joined["subtype"], "system");
+        assert_eq!(joined["senderPubkey"], "system");
+        assert_eq!(joined["priority"], "low");
+        assert_eq!(
+            joined["eventData"],
+            json!({"name": "bob", "pubkey": bob_session, "groups": []})
+        );
+        assert_eq!(joined["messageId"].as_str().unwrap().len(), 36);
+    }
+    b.close().await;
+    let left = a1.recv().await;
+    assert_eq!(left["event"], "peer_left");
+    assert_eq!(
+        left["eventData"],
+        json!({"name": "bob", "pubkey": bob_session})
+    );
+    a2.recv_kind("push", Some("peer_left")).await;
+    let _b = join(&broker.url(), &bob).await;
+    let back = a1.recv().await;
+    assert_eq!(back["event"], "peer_returned");
+    assert_eq!(
+        keys_of(&back["eventData"]),
+        sorted(&["name", "pubkey", "groups", "lastSeenAt"])
+    );
+    assert_eq!(back["eventData"]["pubkey"], bob.pubkey);
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_duplicate_session_id_closes_the_old_socket_with_session_replaced_and_no_peer_left() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let mut a = join(&broker.url(), &mesh.member("alice")).await;
+    let (mut old, _, _) =
+        join_with(&broker.url(), hello(&mesh.member("bob"), None, "daemon-1")).await;
+    a.recv_kind("push", Some("peer_joined")).await;
+    let (_new, _, _) = join_with(&broker.url(), hello(&mesh.member("bob"), None, "daemon-1")).await;
+    let (_, close) = old.until_close().await;
+    assert_eq!(close, Some((1000, "session_replaced".into())));
+    // The replaced socket was not a disconnect: no peer_state, so `peer_joined` again.
+    let event = a.recv().await;
+    assert_eq!(event["event"], "peer_joined", "{event}");
+    a.expect_silence().await;
+    broker.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Send
+// ---------------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn a_dm_is_acked_queued_and_drained_in_the_minimal_envelope() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let (alice, bob) = (mesh.member("alice"), mesh.member("bob"));
+    let alice_session = MemberKeys::generate().pubkey_hex();
+    let (mut a, _, _) = join_with(&broker.url(), hello(&alice, Some(&alice_session), "a")).await;
+    let bob_session = MemberKeys::generate().pubkey_hex();
+    let (mut b, _, _) = join_with(&broker.url(), hello(&bob, Some(&bob_session), "b")).await;
+    a.recv_kind("push", Some("peer_joined")).await;
+    for (id, target) in [("to-member", &bob.pubkey), ("to-session", &bob_session)] {
+        a.send(dm(id, target, "next")).await;
+        let ack = a.recv().await;
+        assert_eq!(
+            keys_of(&ack),
+            sorted(&["type", "id", "messageId", "queued"])
+        );
+        assert_eq!(
+            (ack["id"].as_str(), ack["queued"].as_bool()),
+            (Some(id), Some(true))
+        );
+        let push = b.recv().await;
+        assert_eq!(keys_of(&push), sorted(DRAINED_PUSH_KEYS));
+        assert_eq!(push["messageId"], ack["messageId"]);
+        assert_eq!(push["senderPubkey"], alice_session);
+        assert_eq!(push["meshId"], mesh.mesh_id);
+        assert_eq!(push["ciphertext"], "c2VjcmV0IGJvZHk=");
+        assert_eq!(push["priority"], "next");
+    }
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn queued_dms_are_drained_before_the_hello_ack_of_the_next_connection() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let (alice, bob) = (mesh.member("alice"), mesh.member("bob"));
+    let mut a = join(&broker.url(), &alice).await;
+    let mut b = join(&broker.url(), &bob).await;
+    a.recv_kind("push", Some("peer_joined")).await;
+    b.send(json!({"type": "set_status", "status": "dnd"})).await;
+    b.send(json!({"type": "list_peers"})).await;
+    b.recv_kind("peers_list", None).await;
+    a.send(dm("held", &bob.pubkey, "low")).await;
+    let ack = a.recv().await;
+    b.expect_silence().await;
+    b.close().await;
+    let (_b2, _, before) = join_with(&broker.url(), hello(&bob, None, "b2")).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0]["messageId"], ack["messageId"]);
+    assert_eq!(before[0]["senderPubkey"], alice.pubkey);
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn dnd_holds_next_and_low_until_the_next_drain_trigger_while_now_goes_through() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let (alice, bob) = (mesh.member("alice"), mesh.member("bob"));
+    let mut a = join(&broker.url(), &alice).await;
+    let mut b = join(&broker.url(), &bob).await;
+    a.recv_kind("push", Some("peer_joined")).await;
+    b.send(json!({"type": "set_status", "status": "dnd"})).await;
+    b.send(json!({"type": "list_peers"})).await;
+    b.recv_kind("peers_list", None).await;
+    a.send(dm("held", &bob.pubkey, "next")).await;
+    let held = a.recv().await;
+    b.expect_silence().await;
+    a.send(dm("urgent", &bob.pubkey, "now")).await;
+    let urgent = a.recv().await;
+    assert_eq!(b.recv().await["messageId"], urgent["messageId"]);
+    b.send(json!({"type": "set_status", "status": "idle"}))
+        .await;
+    b.expect_silence().await;
+    a.send(dm("trigger", &bob.pubkey, "now")).await;
+    let trigger = a.recv().await;
+    assert_eq!(b.recv().await["messageId"], held["messageId"]);
+    assert_eq!(b.recv().await["messageId"], trigger["messageId"]);
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn broadcasts_and_groups_skip_the_senders_member_and_hidden_peers_and_are_never_stored() {
+    let mut mesh = Mesh::new(&["alice", "bob", "carol"]);
+    let broker = mesh.broker(|_| {}).await;
+    let url = broker.url();
+    let (alice, bob, carol) = (
+        mesh.member("alice"),
+        mesh.member("bob"),
+        mesh.member("carol"),
+    );
+    let mut a1 = join(&url, &alice).await;
+    let mut a2 = join(&url, &alice).await;
+    let mut bob_hello = hello(&bob, None, "bob-ops");
+    bob_hello["groups"] = json!([{"name": "ops", "role": "lead"}]);
+    let (mut b, _, _) = join_with(&url, bob_hello).await;
+    let mut c = join(&url, &carol).await;
+    c.send(json!({"type": "set_visible", "visible": false}))
+        .await;
+    c.recv_kind("ack", None).await;
+    for target in ["*", "@all", "@ops"] {
+        a1.send(dm("bc", target, "next")).await;
+        let ack = a1.recv_kind("ack", None).await;
+        assert_eq!(ack["queued"], true);
+        let push = b.recv_kind("push", None).await;
+        assert_eq!(keys_of(&push), sorted(LIVE_PUSH_KEYS));
+        assert_eq!(push["messageId"], ack["messageId"]);
+        assert_eq!(push["senderName"], "alice");
+        assert_eq!(push["senderMemberPubkey"], alice.pubkey);
+        assert_eq!(push["senderMemberId"], alice.member_id);
+    }
+    c.send(json!({"type": "set_visible", "visible": true}))
+        .await;
+    c.recv_kind("ack", None).await;
+    a1.send(dm("ops-only", "@ops", "next")).await;
+    a1.recv_kind("ack", None).await;
+    b.recv_kind("push", None).await;
+    for quiet in [&mut a2, &mut c] {
+        loop {
+            match quiet.next(QUIET).await {
+                Some(Event::Text(v)) if v["subtype"] == "system" || v["type"] == "ack" => continue,
+                None => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    mesh.add(&["dave"]);
+    let (_d, _, before) = join_with(&url, hello(&mesh.member("dave"), None, "dave")).await;
+    assert!(before.is_empty());
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_topic_send_is_acked_but_never_pushed_live() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let mut a = join(&broker.url(), &mesh.member("alice")).await;
+    let mut b = join(&broker.url(), &mesh.member("bob")).await;
+    a.recv_kind("push", Some("peer_joined")).await;
+    a.send(dm("topic", "#general", "now")).await;
+    let ack = a.recv().await;
+    assert_eq!(ack["queued"], true);
+    assert_eq!(ack["messageId"].as_str().unwrap().len(), 32);
+    b.expect_silence().await;
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn the_four_send_error_strings_are_byte_exact() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let (alice, bob) = (mesh.member("alice"), mesh.member("bob"));
+    let mut a = join(&broker.url(), &alice).await;
+    let error_of = |ack: Value| ack["error"].as_str().unwrap().to_owned();
+    for target in [bob.pubkey.as_str(), "bob", alice.pubkey.as_str()] {
+        a.send(dm("off", target, "next")).await;
+        let ack = a.recv().await;
+        assert_eq!(
+            keys_of(&ack),
+            sorted(&["type", "id", "messageId", "queued", "error"])
+        );
+        assert_eq!(error_of(ack),
+            "no connected peer for target (not online, or targetSpec is your own key without another session)");
+    }
+    assert_eq!(errors::NO_PEER_ERROR, "no connected peer for target (not online, or targetSpec is your own key without another session)");
+    let mut b = join(&broker.url(), &bob).await;
+    let mut grants = serde_json::Map::new();
+    grants.insert(alice.pubkey.clone(), json!([]));
+    devbroker::set_peer_grants(&mesh.state(), "bob", &grants).unwrap();
+    a.send(dm("denied", &bob.pubkey, "next")).await;
+    assert_eq!(
+        error_of(a.recv_kind("ack", None).await),
+        "blocked by recipient grants (sender lacks dm capability)"
+    );
+    let mut huge = dm("huge", &bob.pubkey, "next");
+    huge["ciphertext"] = json!("B".repeat(65_536));
+    a.send(huge).await;
+    assert_eq!(
+        error_of(a.recv_kind("ack", None).await),
+        format!(
+            "payload too large: {} bytes > MAX_MESSAGE_BYTES=65536",
+            65_536 + 32 + 64
+        )
+    );
+    b.expect_silence().await;
+    broker.stop().await.unwrap();
+}
+
+async fn flood(limited: bool) -> Vec<Value> {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|o| o.rate_limit = limited).await;
+    let mut a1 = join(&broker.url(), &mesh.member("alice")).await;
+    let mut a2 = join(&broker.url(), &mesh.member("alice")).await;
+    // One bucket per member: both connections draw from it.
+    for i in 0..6 {
+        a1.send(dm(&format!("a1-{i}"), "*", "next")).await;
+        a2.send(dm(&format!("a2-{i}"), "*", "next")).await;
+    }
+    let mut acks = Vec::new();
+    for ws in [&mut a1, &mut a2] {
+        for _ in 0..6 {
+            acks.push(ws.recv_kind("ack", None).await);
+        }
+    }
+    broker.stop().await.unwrap();
+    acks
+}
+
+#[actix_web::test]
+async fn the_rate_limit_is_a_burst_of_ten_per_member_with_the_em_dash_error() {
+    let acks = flood(true).await;
+    let refused: Vec<&Value> = acks.iter().filter(|a| a["queued"] == false).collect();
+    assert_eq!(acks.len() - refused.len(), 10, "{acks:?}");
+    for ack in refused {
+        assert_eq!(
+            ack["error"],
+            "rate_limit: max 60 msg/min (burst 10) \u{2014} slow down"
+        );
+        assert_eq!(ack["messageId"], "");
+    }
+    assert_eq!(
+        errors::RATE_LIMIT_ERROR,
+        "rate_limit: max 60 msg/min (burst 10) — slow down"
+    );
+}
+
+#[actix_web::test]
+async fn without_the_rate_limit_every_send_is_accepted() {
+    let acks = flood(false).await;
+    assert!(acks.iter().all(|a| a["queued"] == true), "{acks:?}");
+}
+
+#[actix_web::test]
+async fn bad_priority_missing_target_unknown_types_and_client_ack_get_no_answer() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let bob = mesh.member("bob");
+    let mut a = join(&broker.url(), &mesh.member("alice")).await;
+    let _b = join(&broker.url(), &bob).await;
+    a.recv_kind("push", Some("peer_joined")).await;
+    a.send(dm("bad-priority", &bob.pubkey, "urgent")).await;
+    let mut no_target = dm("no-target", &bob.pubkey, "next");
+    no_target.as_object_mut().unwrap().remove("targetSpec");
+    a.send(no_target).await;
+    a.send(json!({"type": "state_get", "key": "x", "_reqId": "r"}))
+        .await;
+    a.send(json!({"type": "client_ack", "clientMessageId": "c", "brokerMessageId": "m"}))
+        .await;
+    a.send(json!({"type": "set_status", "status": "asleep"}))
+        .await;
+    a.expect_silence().await;
+    broker.stop().await.unwrap();
+}
