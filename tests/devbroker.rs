@@ -940,3 +940,442 @@ async fn bad_priority_missing_target_unknown_types_and_client_ack_get_no_answer(
     a.expect_silence().await;
     broker.stop().await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Peers and set_*
+// ---------------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn list_peers_includes_the_caller_and_hides_hidden_peers_of_other_members() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let (alice, bob) = (mesh.member("alice"), mesh.member("bob"));
+    let mut a = join(&broker.url(), &alice).await;
+    a.send(json!({"type": "list_peers", "_reqId": "pl-1"}))
+        .await;
+    let alone = a.recv().await;
+    assert_eq!(keys_of(&alone), sorted(&["type", "_reqId", "peers"]));
+    let peers = alone["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(
+        keys_of(&peers[0]),
+        sorted(&[
+            "pubkey",
+            "memberPubkey",
+            "displayName",
+            "status",
+            "summary",
+            "groups",
+            "sessionId",
+            "connectedAt",
+            "cwd",
+            "hostname",
+            "peerType",
+            "channel",
+            "visible"
+        ])
+    );
+    assert_eq!(peers[0]["pubkey"], alice.pubkey);
+    assert_eq!(peers[0]["summary"], Value::Null);
+    assert_eq!(peers[0]["status"], "idle");
+    let mut b = join(&broker.url(), &bob).await;
+    b.send(json!({"type": "set_summary", "summary": "reviewing"}))
+        .await;
+    b.send(json!({"type": "set_status", "status": "working"}))
+        .await;
+    b.send(json!({"type": "set_profile", "title": "reviewer", "capabilities": ["review"]}))
+        .await;
+    b.recv_kind("ack", None).await;
+    a.send(json!({"type": "list_peers"})).await;
+    let both = a.recv_kind("peers_list", None).await;
+    assert!(both.get("_reqId").is_none());
+    let listed: Vec<&Value> = both["peers"].as_array().unwrap().iter().collect();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1]["displayName"], "bob");
+    assert_eq!(listed[1]["summary"], "reviewing");
+    assert_eq!(listed[1]["status"], "working");
+    assert_eq!(
+        listed[1]["profile"],
+        json!({"title": "reviewer", "capabilities": ["review"]})
+    );
+    b.send(json!({"type": "set_visible", "visible": false}))
+        .await;
+    b.recv_kind("ack", None).await;
+    a.send(json!({"type": "list_peers"})).await;
+    let without_bob = a.recv_kind("peers_list", None).await;
+    assert_eq!(without_bob["peers"].as_array().unwrap().len(), 1);
+    b.send(json!({"type": "list_peers"})).await;
+    let own = b.recv_kind("peers_list", None).await;
+    assert_eq!(own["peers"].as_array().unwrap().len(), 2);
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn set_visible_and_set_profile_reply_with_an_ack_and_the_others_get_visibility_events() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let (alice, bob) = (mesh.member("alice"), mesh.member("bob"));
+    let mut a1 = join(&broker.url(), &alice).await;
+    let mut a2 = join(&broker.url(), &alice).await;
+    let mut b = join(&broker.url(), &bob).await;
+    a1.recv_kind("push", Some("peer_joined")).await;
+    a1.send(json!({"type": "set_status", "status": "dnd"}))
+        .await;
+    a1.send(json!({"type": "set_summary", "summary": "x"}))
+        .await;
+    a1.send(json!({"type": "set_visible", "visible": false, "_reqId": "v-1"}))
+        .await;
+    assert_eq!(
+        a1.recv().await,
+        json!({"type": "ack", "id": "v-1", "messageId": "", "queued": false, "_reqId": "v-1"})
+    );
+    for other in [&mut a2, &mut b] {
+        let hidden = other.recv_kind("push", Some("peer_hidden")).await;
+        assert_eq!(
+            hidden["eventData"],
+            json!({"name": "alice", "pubkey": alice.pubkey})
+        );
+    }
+    a1.send(json!({"type": "set_visible", "visible": true}))
+        .await;
+    assert_eq!(
+        a1.recv().await,
+        json!({"type": "ack", "id": "", "messageId": "", "queued": false})
+    );
+    b.recv_kind("push", Some("peer_visible")).await;
+    a1.send(json!({"type": "set_profile", "avatar": "🦀", "_reqId": "p-1"}))
+        .await;
+    assert_eq!(
+        a1.recv().await,
+        json!({"type": "ack", "id": "p-1", "messageId": "", "queued": false, "_reqId": "p-1"})
+    );
+    a1.expect_silence().await;
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_hidden_member_reconnects_hidden() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let mut b = join(&broker.url(), &mesh.member("bob")).await;
+    b.send(json!({"type": "set_visible", "visible": false}))
+        .await;
+    b.recv_kind("ack", None).await;
+    b.close().await;
+    let _b = join(&broker.url(), &mesh.member("bob")).await;
+    let mut a = join(&broker.url(), &mesh.member("alice")).await;
+    a.send(json!({"type": "list_peers"})).await;
+    let list = a.recv_kind("peers_list", None).await;
+    assert_eq!(list["peers"].as_array().unwrap().len(), 1, "{list}");
+    broker.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// --dedupe
+// ---------------------------------------------------------------------------------------------
+
+fn keyed(id: &str, target: &str, fingerprint: &str) -> Value {
+    let mut frame = dm(id, target, "next");
+    frame["client_message_id"] = json!(id);
+    frame["request_fingerprint"] = json!(fingerprint);
+    frame
+}
+
+#[actix_web::test]
+async fn dedupe_acks_a_repeat_as_duplicate_without_redelivery_and_refuses_another_fingerprint() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|o| o.dedupe = true).await;
+    let bob = mesh.member("bob");
+    let mut a = join(&broker.url(), &mesh.member("alice")).await;
+    let mut b = join(&broker.url(), &bob).await;
+    let fp = "ab".repeat(32);
+    a.send(keyed("01JCMID", &bob.pubkey, &fp)).await;
+    let first = a.recv_kind("ack", None).await;
+    assert_eq!(first["queued"], true);
+    assert_eq!(
+        b.recv_kind("push", None).await["messageId"],
+        first["messageId"]
+    );
+    a.send(keyed("01JCMID", &bob.pubkey, &fp)).await;
+    assert_eq!(
+        a.recv_kind("ack", None).await,
+        json!({"type": "ack", "id": "01JCMID", "messageId": first["messageId"], "queued": true,
+               "duplicate": true})
+    );
+    a.send(keyed("01JCMID", &bob.pubkey, &"cd".repeat(32)))
+        .await;
+    assert_eq!(
+        a.recv_kind("ack", None).await,
+        json!({"type": "ack", "id": "01JCMID", "messageId": "", "queued": false,
+               "error": "idempotency_key_reused: request_fingerprint_mismatch"})
+    );
+    b.expect_silence().await;
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn without_dedupe_a_repeated_client_message_id_is_delivered_again() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let bob = mesh.member("bob");
+    let mut a = join(&broker.url(), &mesh.member("alice")).await;
+    let mut b = join(&broker.url(), &bob).await;
+    for _ in 0..2 {
+        a.send(keyed("01JREPEAT", &bob.pubkey, &"ab".repeat(32)))
+            .await;
+        let ack = a.recv_kind("ack", None).await;
+        assert!(ack.get("duplicate").is_none());
+        assert_eq!(
+            b.recv_kind("push", None).await["messageId"],
+            ack["messageId"]
+        );
+    }
+    broker.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Controls: revoke, kick, pings, stale sockets, half-open, drop, stop and restart
+// ---------------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn revoking_a_connected_member_closes_its_sockets_with_4002_banned() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let mut a = join(&broker.url(), &mesh.member("alice")).await;
+    let mut b = join(&broker.url(), &mesh.member("bob")).await;
+    devbroker::revoke_member(&mesh.state(), "bob").unwrap();
+    let (_, close) = b.until_close().await;
+    assert_eq!(close, Some((4002, "banned".into())));
+    a.recv_kind("push", Some("peer_joined")).await;
+    a.expect_silence().await;
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn kick_closes_every_socket_of_the_member_with_4001_kicked() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let bob = mesh.member("bob");
+    let mut a = join(&broker.url(), &mesh.member("alice")).await;
+    let mut b1 = join(&broker.url(), &bob).await;
+    let mut b2 = join(&broker.url(), &bob).await;
+    assert_eq!(broker.kick("bob").await.unwrap(), 2);
+    for b in [&mut b1, &mut b2] {
+        assert_eq!(b.until_close().await.1, Some((4001, "kicked".into())));
+    }
+    let mut b3 = join(&broker.url(), &bob).await;
+    assert_eq!(broker.kick(&bob.pubkey).await.unwrap(), 1);
+    assert_eq!(b3.until_close().await.1, Some((4001, "kicked".into())));
+    assert_eq!(broker.kick("nobody").await.unwrap(), 0);
+    a.send(json!({"type": "list_peers"})).await;
+    assert_eq!(
+        a.recv_kind("peers_list", None).await["peers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn the_broker_pings_every_interval_and_stale_sockets_are_terminated_without_close() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh
+        .broker(|o| {
+            o.ping_interval_ms = 50;
+            o.stale_after_ms = Some(200);
+        })
+        .await;
+    let mut lively = join(&broker.url(), &mesh.member("alice")).await;
+    // The ponging client is read (and so answers pings) concurrently for 600 ms.
+    let lively_task = actix_web::rt::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(600);
+        let mut pings = 0;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match lively.next(left).await {
+                None => return Ok(pings),
+                Some(Event::Ping) => pings += 1,
+                Some(Event::Text(_)) => continue,
+                Some(other) => return Err(other),
+            }
+        }
+    });
+    let mut silent = join(&broker.url(), &mesh.member("bob")).await;
+    silent.auto_pong = false;
+    let started = std::time::Instant::now();
+    let mut pings = 0;
+    loop {
+        match silent.next(WAIT).await {
+            Some(Event::Ping) => pings += 1,
+            Some(Event::Text(_)) => continue,
+            Some(Event::Eof) => break,
+            other => panic!("expected pings then a drop without close frame, got {other:?}"),
+        }
+    }
+    assert!(pings >= 3, "{pings} pings");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    let lively_pings = lively_task
+        .await
+        .unwrap()
+        .expect("the ponging socket stays open");
+    assert!(lively_pings >= 8, "{lively_pings} pings");
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_half_open_socket_is_neither_read_nor_written_until_resumed() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|o| o.ping_interval_ms = 50).await;
+    let alice = mesh.member("alice");
+    let mut a = join(&broker.url(), &alice).await;
+    let mut b = join(&broker.url(), &mesh.member("bob")).await;
+    a.recv_kind("push", Some("peer_joined")).await;
+    assert_eq!(broker.set_half_open(&alice.pubkey, true).await.unwrap(), 1);
+    // A ping already on its way may still arrive; after that, nothing.
+    while let Some(event) = a.next(Duration::from_millis(100)).await {
+        assert_eq!(event, Event::Ping);
+    }
+    a.send(json!({"type": "list_peers", "_reqId": "while-half-open"}))
+        .await;
+    b.send(dm("to-alice", &alice.pubkey, "now")).await;
+    b.recv_kind("ack", None).await;
+    let deadline = tokio::time::Instant::now() + QUIET;
+    while let Some(event) = a
+        .next(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        panic!("half-open socket got {event:?}");
+    }
+    broker.set_half_open("alice", false).await.unwrap();
+    let push = a.recv_kind("push", None).await;
+    assert_eq!(push["priority"], "now");
+    assert_eq!(
+        a.recv_kind("peers_list", None).await["_reqId"],
+        "while-half-open"
+    );
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn drop_all_drops_every_socket_without_a_close_frame() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let mut a = join(&broker.url(), &mesh.member("alice")).await;
+    let mut b = join(&broker.url(), &mesh.member("bob")).await;
+    assert_eq!(broker.drop_all().await.unwrap(), 2);
+    for ws in [&mut a, &mut b] {
+        assert_eq!(ws.until_close().await.1, None);
+    }
+    let _again = join(&broker.url(), &mesh.member("alice")).await;
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn stop_closes_sockets_1001_and_a_restart_on_the_same_port_keeps_state() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let (alice, bob) = (mesh.member("alice"), mesh.member("bob"));
+    let addr = broker.addr();
+    let mut a = join(&broker.url(), &alice).await;
+    let mut b = join(&broker.url(), &bob).await;
+    b.send(json!({"type": "set_status", "status": "dnd"})).await;
+    b.send(json!({"type": "list_peers"})).await;
+    b.recv_kind("peers_list", None).await;
+    a.send(dm("survives", &bob.pubkey, "next")).await;
+    let ack = a.recv_kind("ack", None).await;
+    let stopping = actix_web::rt::spawn(broker.stop());
+    for ws in [&mut a, &mut b] {
+        assert_eq!(
+            ws.until_close().await.1,
+            Some((1001, "shutting down".into()))
+        );
+    }
+    stopping.await.unwrap().unwrap();
+    let broker = mesh.broker(|o| o.listen = addr).await;
+    assert_eq!(broker.port(), addr.port());
+    let (_b, hello_ack, before) = join_with(&broker.url(), hello(&bob, None, "b-again")).await;
+    assert_eq!(hello_ack["restored"], true);
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0]["messageId"], ack["messageId"]);
+    broker.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// dev-mesh
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn dev_mesh_create_writes_private_claudemesh_configs_and_extends_the_same_mesh() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (state, out) = (dir.path().join("state"), dir.path().join("out"));
+    let url = "ws://127.0.0.1:7901/ws";
+    let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let created = devbroker::create_mesh(&state, url, &names(&["alice", "bob"]), &out).unwrap();
+    let line = serde_json::to_value(&created).unwrap();
+    assert_eq!(keys_of(&line), sorted(&["mesh_id", "members"]));
+    assert_eq!(
+        keys_of(&line["members"][0]),
+        sorted(&["name", "member_id", "pubkey", "config_dir"])
+    );
+    let id = &created.mesh_id;
+    assert!(id.len() == 32 && id.bytes().all(|c| c.is_ascii_alphanumeric()));
+    let alice = &created.members[0];
+    assert_eq!(
+        alice.config_dir,
+        std::path::absolute(out.join("alice")).unwrap()
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&alice.config_dir), 0o700);
+    let file = alice.config_dir.join("config.json");
+    assert_eq!(mode(&file), 0o600);
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(
+        keys_of(&config),
+        sorted(&["version", "meshes", "displayName"])
+    );
+    assert_eq!(
+        (config["version"].clone(), config["displayName"].clone()),
+        (json!(1), json!("alice"))
+    );
+    let entry = &config["meshes"][0];
+    assert_eq!(
+        keys_of(entry),
+        sorted(&[
+            "meshId",
+            "memberId",
+            "slug",
+            "name",
+            "pubkey",
+            "secretKey",
+            "brokerUrl",
+            "joinedAt"
+        ])
+    );
+    assert_eq!(entry["meshId"], created.mesh_id.as_str());
+    assert_eq!(entry["brokerUrl"], url);
+    assert_eq!(entry["slug"], "dev-mesh");
+    let keys = MemberKeys::from_hex(
+        entry["pubkey"].as_str().unwrap(),
+        entry["secretKey"].as_str().unwrap(),
+    );
+    assert_eq!(keys.unwrap().pubkey_hex(), alice.pubkey);
+
+    let more = devbroker::create_mesh(&state, url, &names(&["carol"]), &out).unwrap();
+    assert_eq!(more.mesh_id, created.mesh_id);
+    let taken = devbroker::create_mesh(&state, url, &names(&["dave", "bob"]), &out).unwrap_err();
+    assert!(
+        taken.to_string().contains("\"bob\" already exists"),
+        "{taken}"
+    );
+    assert!(!out.join("dave").exists());
+    for bad in [vec!["../x"], vec!["a", "a"], vec![""]] {
+        assert!(devbroker::create_mesh(&state, url, &names(&bad), &out).is_err());
+    }
+    assert!(devbroker::create_mesh(&state, "http://x/ws", &names(&["eve"]), &out).is_err());
+    let revoked = devbroker::revoke_member(&state, "carol").unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(devbroker::revoke_member(&state, "zed").is_err());
+}

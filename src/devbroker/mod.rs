@@ -44,6 +44,7 @@ use tokio::sync::oneshot;
 pub use error::DevBrokerError;
 pub use mesh::{create_mesh, revoke_member, CreatedMember, MeshCreated, MESH_SLUG};
 pub use rate::RATE_LIMIT_ERROR;
+pub use state::MemberRow;
 
 use hub::msg::HubCmd;
 use hub::{Hub, HubOptions};
