@@ -2,6 +2,8 @@
 //! validation, events, routing, the error strings, the controls a test needs, `dev-mesh`, and a
 //! fidelity replay of the recorded real-broker sessions (`tests/fixtures/wire/seed-broker*`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
@@ -1241,13 +1243,11 @@ async fn a_half_open_socket_is_neither_read_nor_written_until_resumed() {
         .await;
     b.send(dm("to-alice", &alice.pubkey, "now")).await;
     b.recv_kind("ack", None).await;
-    let deadline = tokio::time::Instant::now() + QUIET;
-    while let Some(event) = a
-        .next(deadline.saturating_duration_since(tokio::time::Instant::now()))
-        .await
-    {
-        panic!("half-open socket got {event:?}");
-    }
+    let nothing = a.next(QUIET).await;
+    assert_eq!(
+        nothing, None,
+        "a half-open socket gets nothing, not even pings"
+    );
     broker.set_half_open("alice", false).await.unwrap();
     let push = a.recv_kind("push", None).await;
     assert_eq!(push["priority"], "now");
@@ -1651,7 +1651,7 @@ async fn replay(file: &str) -> std::collections::BTreeSet<String> {
                     let (texts, _) = conn.ws.until_close().await;
                     conn.pending.extend(texts);
                     conn.pending
-                        .retain(|f| group.len() > 1 && f["event"] == "peer_left");
+                        .retain(|f| group.len() == 1 || f["event"] != "peer_left");
                     assert!(
                         conn.pending.is_empty(),
                         "{name}: unexpected {:?}",

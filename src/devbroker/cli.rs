@@ -134,6 +134,36 @@ pub fn run_dev_mesh(args: DevMeshArgs) -> i32 {
 /// Runs the dev broker in an actix `System` until SIGTERM or SIGINT, then closes every socket
 /// with 1001 `shutting down` and returns 0; returns 1 if it cannot start.
 pub fn run_dev_broker(args: DevBrokerArgs) -> i32 {
+    actix_web::rt::System::new().block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Handlers first, so a SIGTERM right after the ready line is a clean stop.
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => (term, int),
+            (Err(err), _) | (_, Err(err)) => {
+                eprintln!("claudemeshd dev-broker: cannot install signal handlers: {err}");
+                return 1;
+            }
+        };
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => log::info!("dev broker: SIGTERM, shutting down"),
+                _ = int.recv() => log::info!("dev broker: SIGINT, shutting down"),
+            }
+        };
+        serve(args, print_line, shutdown).await
+    })
+}
+
+/// The body of `dev-broker`: starts the broker, hands the ready line to `ready`, runs until
+/// `shutdown` completes, then stops cleanly. Returns the exit code.
+pub async fn serve(
+    args: DevBrokerArgs,
+    ready: impl FnOnce(&str),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> i32 {
     let opts = DevBrokerOptions {
         state_dir: args.state,
         listen: args.listen,
@@ -142,22 +172,6 @@ pub fn run_dev_broker(args: DevBrokerArgs) -> i32 {
         ping_interval_ms: args.ping_interval_ms,
         stale_after_ms: args.stale_after_ms,
     };
-    actix_web::rt::System::new().block_on(serve(opts))
-}
-
-async fn serve(opts: DevBrokerOptions) -> i32 {
-    use tokio::signal::unix::{signal, SignalKind};
-    // Handlers first, so a SIGTERM right after the ready line is a clean stop.
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(term), Ok(int)) => (term, int),
-        (Err(err), _) | (_, Err(err)) => {
-            eprintln!("claudemeshd dev-broker: cannot install signal handlers: {err}");
-            return 1;
-        }
-    };
     let broker = match start(opts).await {
         Ok(broker) => broker,
         Err(err) => {
@@ -165,11 +179,8 @@ async fn serve(opts: DevBrokerOptions) -> i32 {
             return 1;
         }
     };
-    print_line(&json!({"msg": "dev_broker_started", "url": broker.url()}).to_string());
-    tokio::select! {
-        _ = term.recv() => log::info!("dev broker: SIGTERM, shutting down"),
-        _ = int.recv() => log::info!("dev broker: SIGINT, shutting down"),
-    }
+    ready(&json!({"msg": "dev_broker_started", "url": broker.url()}).to_string());
+    shutdown.await;
     match broker.stop().await {
         Ok(()) => 0,
         Err(err) => {
@@ -178,3 +189,7 @@ async fn serve(opts: DevBrokerOptions) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "cli_tests.rs"]
+mod tests;

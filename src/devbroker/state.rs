@@ -444,3 +444,7 @@ pub fn save_peer_state(
     .map_err(sql("save peer_state"))?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;
