@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use claudemesh_actors::wire::Group;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{Map, Value};
 
 use super::error::DevBrokerError;
@@ -152,14 +152,14 @@ pub fn db_path(state_dir: &Path) -> PathBuf {
 /// Opens (creating the directory 0700 and the database when missing) and migrates the state.
 pub fn open(state_dir: &Path) -> Result<Connection, DevBrokerError> {
     create_private_dir(state_dir)?;
-    let conn = Connection::open(db_path(state_dir)).map_err(sql("open"))?;
+    let mut conn = Connection::open(db_path(state_dir)).map_err(sql("open"))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(sql("set busy timeout"))?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sql("enable WAL"))?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(sql("set synchronous"))?;
-    migrate(&conn)?;
+    migrate(&mut conn)?;
     Ok(conn)
 }
 
@@ -180,18 +180,23 @@ pub fn create_private_dir(dir: &Path) -> Result<(), DevBrokerError> {
         })
 }
 
-fn migrate(conn: &Connection) -> Result<(), DevBrokerError> {
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(sql("read schema version"))?;
+fn migrate(conn: &mut Connection) -> Result<(), DevBrokerError> {
     for (index, migration) in MIGRATIONS.iter().enumerate() {
         let target = i64::try_from(index).unwrap_or(i64::MAX) + 1;
-        if version >= target {
-            continue;
+        // The version is read inside the write transaction: a `dev-mesh create` and a broker
+        // opening a new state directory at the same moment migrate it once.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("begin migration"))?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql("read schema version"))?;
+        if version < target {
+            tx.execute_batch(migration).map_err(sql("migrate"))?;
+            tx.pragma_update(None, "user_version", target)
+                .map_err(sql("set schema version"))?;
         }
-        let batch =
-            format!("BEGIN IMMEDIATE;\n{migration}\nPRAGMA user_version = {target};\nCOMMIT;");
-        conn.execute_batch(&batch).map_err(sql("migrate"))?;
+        tx.commit().map_err(sql("commit migration"))?;
     }
     Ok(())
 }
