@@ -314,17 +314,20 @@ const LIVE_PUSH_KEYS: &[&str] = &[
 // ---------------------------------------------------------------------------------------------
 
 /// Sends a WebSocket upgrade request for `target` on a raw TCP connection and returns every
-/// byte the server sends before closing.
+/// byte the server sends before closing (or up to the end of the response head).
 async fn raw_upgrade(port: u16, target: &str) -> Vec<u8> {
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    raw_request(port, target, upgrade).await
+}
+
+/// A `GET target` with `headers` on a raw TCP connection; see [`raw_upgrade`].
+async fn raw_request(port: u16, target: &str, headers: &str) -> Vec<u8> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    let request = format!(
-        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\n\r\n"
-    );
+    let request = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n");
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
@@ -362,11 +365,18 @@ async fn any_target_but_exactly_ws_drops_the_connection_without_an_http_response
             String::from_utf8_lossy(&got)
         );
     }
+    assert!(raw_request(broker.port(), "/other", "").await.is_empty());
     let ok = raw_upgrade(broker.port(), "/ws").await;
     assert!(
         ok.starts_with(b"HTTP/1.1 101"),
         "{:?}",
         String::from_utf8_lossy(&ok)
+    );
+    let plain = raw_request(broker.port(), "/ws", "").await;
+    assert!(
+        plain.starts_with(b"HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&plain)
     );
     broker.stop().await.unwrap();
 }
