@@ -1,5 +1,5 @@
-//! OutboxDb: the one thread that touches `outbox.db`. A `SyncArbiter` actor with one writer
-//! connection; the [`OutboxDrainer`](super::drainer::OutboxDrainer) is its only client and sends
+//! OutboxDb: the one thread that touches `outbox.db`. An actor on its own arbiter thread with one
+//! writer connection; the [`OutboxDrainer`](super::drainer::OutboxDrainer) is its only client and sends
 //! it [`DbTask`]s — closures over the store functions of [`super::store`] — so SQLite never
 //! blocks an async arbiter and every write is serialised on one connection.
 
@@ -21,7 +21,7 @@ impl OutboxDb {
 }
 
 impl Actor for OutboxDb {
-    type Context = SyncContext<Self>;
+    type Context = Context<Self>;
 }
 
 /// A unit of SQL work run on the database thread.
@@ -45,7 +45,7 @@ impl<R: Send + 'static> Message for DbTask<R> {
 impl<R: Send + 'static> Handler<DbTask<R>> for OutboxDb {
     type Result = Result<R, StoreError>;
 
-    fn handle(&mut self, msg: DbTask<R>, _ctx: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, msg: DbTask<R>, _ctx: &mut Context<Self>) -> Self::Result {
         (msg.work)(&mut self.conn)
     }
 }
