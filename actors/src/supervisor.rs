@@ -73,7 +73,9 @@ pub fn start(cfg: EngineConfig) -> Engine {
 
     let outbox_arbiter = Arbiter::new();
     let outbox_conn = cfg.outbox;
-    let db = OutboxDb::start_in_arbiter(&outbox_arbiter.handle(), move |_| OutboxDb::new(outbox_conn));
+    let db = OutboxDb::start_in_arbiter(&outbox_arbiter.handle(), move |_| {
+        OutboxDb::new(outbox_conn)
+    });
 
     let mut meshes = Vec::new();
     let outbox_tuning = tuning.outbox.clone();
@@ -117,7 +119,12 @@ pub fn start(cfg: EngineConfig) -> Engine {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
-            match pruner.send(PruneInbox { older_than_ms: now_ms() - retention_ms }).await {
+            match pruner
+                .send(PruneInbox {
+                    older_than_ms: now_ms() - retention_ms,
+                })
+                .await
+            {
                 Ok(Ok(n)) if n > 0 => log::info!("inbox: pruned {n} rows past retention"),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => log::error!("inbox prune failed: {e}"),

@@ -19,14 +19,23 @@ pub struct PeerEvent {
 #[derive(Debug)]
 pub enum Inbound {
     HelloAck,
-    Error { code: String, message: String },
+    Error {
+        code: String,
+        message: String,
+    },
     /// A send ack, by frame id (set_* acks, which carry `id:""`, never reach here).
     Ack(String, DeliveryOutcome),
     /// A message push to store.
     Message(Push),
-    PeerOnline { event: PeerEvent, returned: bool },
+    PeerOnline {
+        event: PeerEvent,
+        returned: bool,
+    },
     PeerLeft(PeerEvent),
-    System { event: String, data: Value },
+    System {
+        event: String,
+        data: Value,
+    },
     Peers(Vec<Value>),
     Ignored(String),
 }
@@ -178,7 +187,8 @@ fn classify_push(push: Push, own_pubkey: &str) -> Inbound {
         return Inbound::Message(push);
     };
     match event {
-        SystemEvent::PeerJoined { name, pubkey, .. } | SystemEvent::PeerReturned { name, pubkey, .. }
+        SystemEvent::PeerJoined { name, pubkey, .. }
+        | SystemEvent::PeerReturned { name, pubkey, .. }
             if pubkey == own_pubkey =>
         {
             Inbound::Ignored(format!("own presence event ({name})"))
@@ -207,14 +217,27 @@ mod tests {
 
     #[test]
     fn send_ack_is_correlated_and_set_reply_is_not() {
-        match classify(r#"{"type":"ack","id":"c1","messageId":"m1","queued":true}"#, ME) {
-            Inbound::Ack(id, DeliveryOutcome::Acked { queued: true, message_id, .. }) => {
+        match classify(
+            r#"{"type":"ack","id":"c1","messageId":"m1","queued":true}"#,
+            ME,
+        ) {
+            Inbound::Ack(
+                id,
+                DeliveryOutcome::Acked {
+                    queued: true,
+                    message_id,
+                    ..
+                },
+            ) => {
                 assert_eq!((id.as_str(), message_id.as_str()), ("c1", "m1"))
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            classify(r#"{"type":"ack","id":"","messageId":"","queued":false}"#, ME),
+            classify(
+                r#"{"type":"ack","id":"","messageId":"","queued":false}"#,
+                ME
+            ),
             Inbound::Ignored(_)
         ));
     }
@@ -230,7 +253,10 @@ mod tests {
         );
         assert!(matches!(classify(&joined, ME), Inbound::Ignored(_)));
         assert!(matches!(classify("not json", ME), Inbound::Ignored(_)));
-        assert!(matches!(classify(r#"{"type":"state_change"}"#, ME), Inbound::Ignored(_)));
+        assert!(matches!(
+            classify(r#"{"type":"state_change"}"#, ME),
+            Inbound::Ignored(_)
+        ));
     }
 
     #[test]

@@ -50,7 +50,10 @@ pub struct StopServing;
 
 impl IpcListener {
     /// Starts serving on both listeners; the server runs on the current actix system.
-    pub fn start_serving(handles: Handles, cfg: ListenerConfig) -> std::io::Result<Addr<IpcListener>> {
+    pub fn start_serving(
+        handles: Handles,
+        cfg: ListenerConfig,
+    ) -> std::io::Result<Addr<IpcListener>> {
         let configure = cfg.configure.clone();
         let data = web::Data::new(handles);
         cfg.unix.set_nonblocking(true)?;
