@@ -9,11 +9,9 @@
 //!
 //! Not attacker-grade: copying the file with the keys defeats it. Pure, no actix.
 
-use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -53,12 +51,6 @@ pub enum HostError {
     /// Writing the fingerprint file failed.
     #[error(transparent)]
     Write(#[from] FilesError),
-    /// A clone policy other than `refuse`, `warn`, `allow`.
-    #[error("unknown clone policy {value:?} (expected refuse, warn or allow)")]
-    UnknownPolicy {
-        /// The rejected value.
-        value: String,
-    },
 }
 
 /// The persisted `host_fingerprint.json` (field names are the TS daemon's).
@@ -175,43 +167,8 @@ pub fn fingerprint_hex(host_id: &str, stable_mac: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// What to do when the host does not match the stored fingerprint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClonePolicy {
-    /// Refuse to start (exit 4) until `claudemeshd accept-host`.
-    #[default]
-    Refuse,
-    /// Start and log a warning.
-    Warn,
-    /// Start silently.
-    Allow,
-}
-
-impl FromStr for ClonePolicy {
-    type Err = HostError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "refuse" => Ok(Self::Refuse),
-            "warn" => Ok(Self::Warn),
-            "allow" => Ok(Self::Allow),
-            other => Err(HostError::UnknownPolicy {
-                value: other.to_string(),
-            }),
-        }
-    }
-}
-
-impl fmt::Display for ClonePolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Refuse => "refuse",
-            Self::Warn => "warn",
-            Self::Allow => "allow",
-        })
-    }
-}
+/// What to do when the host does not match (one enum for the whole daemon: `[clone] policy`).
+pub use crate::settings::ClonePolicy;
 
 /// Outcome of comparing the stored fingerprint with the current host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

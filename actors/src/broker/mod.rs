@@ -173,7 +173,7 @@ impl BrokerConnection {
             .timeout(hello_timeout)
             .finish();
         let fut = async move { client.ws(url).max_frame_size(max_frame).connect().await };
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
             Ok((_resp, framed)) => {
                 let (sink, stream) = framed.split();
                 act.sink = Some(SinkWrite::new(sink, ctx));

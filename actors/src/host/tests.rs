@@ -163,7 +163,7 @@ fn clone_policy_parses_and_displays_its_three_names() {
     }
     assert!(matches!(
         "Refuse".parse::<ClonePolicy>(),
-        Err(HostError::UnknownPolicy { .. })
+        Err(crate::settings::SettingsError::UnknownChoice { .. })
     ));
     assert_eq!(ClonePolicy::default(), ClonePolicy::Refuse);
 }

@@ -10,11 +10,15 @@
 //! - `journal`: the event journal whose ids increase by one, survive restarts and trimming,
 //!   and back SSE replay.
 //!
-//! Everything here is plain SQL over `rusqlite::Connection`; no actix. The owning actor runs
-//! it on a blocking thread with the single writer connection.
+//! - [`actor`]: the InboxStore actor that owns the database on its own arbiter thread;
+//!   [`msg`]: the messages it accepts.
+//!
+//! The SQL modules are plain functions over `rusqlite::Connection`; no actix.
 
+pub mod actor;
 mod journal;
 mod messages;
+pub mod msg;
 mod schema;
 pub mod store;
 
