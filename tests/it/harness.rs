@@ -67,7 +67,9 @@ impl Broker {
             .expect("spawn dev-broker");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("ready line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("ready line");
         let v: Value = serde_json::from_str(&line).expect("ready line is JSON");
         assert_eq!(v["msg"], "dev_broker_started", "{line}");
         let url = v["url"].as_str().expect("url").to_string();
@@ -209,14 +211,37 @@ impl Daemon {
             .expect("port")
     }
 
-    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<Response, client::ClientError> {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<Response, client::ClientError> {
         let sock = self.socket();
-        client::request(&Endpoint::Socket(&sock), method, path, body, Duration::from_secs(10))
+        client::request(
+            &Endpoint::Socket(&sock),
+            method,
+            path,
+            body,
+            Duration::from_secs(10),
+        )
     }
 
     /// A raw request with extra headers over the socket.
-    pub fn request_with_headers(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
-        raw_request(&mut std::os::unix::net::UnixStream::connect(self.socket()).expect("connect"), method, path, headers, body)
+    pub fn request_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Response {
+        raw_request(
+            &mut std::os::unix::net::UnixStream::connect(self.socket()).expect("connect"),
+            method,
+            path,
+            headers,
+            body,
+        )
     }
 
     pub fn get(&self, path: &str) -> Result<Response, client::ClientError> {
@@ -224,7 +249,8 @@ impl Daemon {
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Response {
-        self.request("POST", path, Some(&body.to_string())).expect("post")
+        self.request("POST", path, Some(&body.to_string()))
+            .expect("post")
     }
 
     /// Inbox bodies, oldest first.
@@ -318,7 +344,10 @@ pub fn raw_request<S: std::io::Read + std::io::Write>(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Response {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         req.push_str("Host: localhost\r\n");
     }
@@ -331,7 +360,14 @@ pub fn raw_request<S: std::io::Read + std::io::Write>(
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Response { status, body }
 }

@@ -64,7 +64,9 @@ impl InboxStore {
 pub fn decrypt(keys: Option<&MemberKeys>, push: &Push) -> (Option<String>, MessageKind) {
     if let Some(keys) = keys {
         if !push.nonce.is_empty() && is_pubkey(&push.sender_pubkey) {
-            if let Ok(bytes) = crypto::open_dm(keys, &push.sender_pubkey, &push.nonce, &push.ciphertext) {
+            if let Ok(bytes) =
+                crypto::open_dm(keys, &push.sender_pubkey, &push.nonce, &push.ciphertext)
+            {
                 if let Ok(text) = String::from_utf8(bytes) {
                     return (Some(text), MessageKind::Dm);
                 }

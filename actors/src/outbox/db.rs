@@ -31,7 +31,9 @@ pub struct DbTask<R> {
 
 impl<R> DbTask<R> {
     /// Wraps `work`.
-    pub fn new(work: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static) -> Self {
+    pub fn new(
+        work: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Self {
         DbTask {
             work: Box::new(work),
         }

@@ -16,14 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use rand::Rng;
 use tokio::sync::oneshot;
 
 use super::db::{DbTask, OutboxDb};
 use super::msg::*;
 use super::store::{self, Accepted, NewSend, OutboxRow, RetryOutcome};
 use crate::broker::msg::{
-    DeliverSend, DeliveryOutcome, LinkEvent, OutgoingSend, RateLimited, ResolvePeer, Resolution,
+    DeliverSend, DeliveryOutcome, LinkEvent, OutgoingSend, RateLimited, Resolution, ResolvePeer,
 };
 use crate::broker::peers::is_pubkey;
 use crate::broker::BrokerConnection;
@@ -123,9 +122,9 @@ impl OutboxDrainer {
             std::mem::take(&mut self.accept_queue).into_iter().unzip();
         let meshes: HashSet<String> = batch.iter().map(|s| s.mesh.clone()).collect();
         let now = now_ms();
-        let fut = self
-            .db
-            .send(DbTask::new(move |conn| store::accept_batch(conn, &batch, now)));
+        let fut = self.db.send(DbTask::new(move |conn| {
+            store::accept_batch(conn, &batch, now)
+        }));
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.accepting = false;
             match res {
@@ -144,7 +143,7 @@ impl OutboxDrainer {
                     log::error!("outbox accept failed: {e}");
                     let msg = e.to_string();
                     for reply in replies {
-                        let _ = reply.send(Err(OutboxError::Store(store::StoreError::Batch(msg.clone()))));
+                        let _ = reply.send(Err(OutboxError::Batch(msg.clone())));
                     }
                 }
                 Err(e) => {
@@ -166,7 +165,9 @@ impl OutboxDrainer {
             return;
         }
         let window = self.tuning.window.max(1) as usize;
-        let Some(st) = self.meshes.get_mut(mesh) else { return };
+        let Some(st) = self.meshes.get_mut(mesh) else {
+            return;
+        };
         if !st.up {
             return;
         }
@@ -183,9 +184,9 @@ impl OutboxDrainer {
         let busy = st.busy.clone();
         let slug = mesh.to_string();
         let now = now_ms();
-        let fut = self
-            .db
-            .send(DbTask::new(move |conn| store::claim_due(conn, &slug, now, free, &busy)));
+        let fut = self.db.send(DbTask::new(move |conn| {
+            store::claim_due(conn, &slug, now, free, &busy)
+        }));
         let slug = mesh.to_string();
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             let rows = match res {
@@ -204,7 +205,7 @@ impl OutboxDrainer {
                 st.claiming = false;
                 again = st.again;
                 for row in &rows {
-                    st.busy.insert(store::destination_key(row));
+                    st.busy.insert(store::destination_key(row).to_string());
                 }
             }
             for row in rows {
@@ -218,7 +219,9 @@ impl OutboxDrainer {
 
     /// Resolves, encrypts and sends one claimed row, then applies the outcome.
     fn dispatch(&mut self, ctx: &mut Context<Self>, row: OutboxRow) {
-        let Some(st) = self.meshes.get(&row.mesh) else { return };
+        let Some(st) = self.meshes.get(&row.mesh) else {
+            return;
+        };
         let link = st.link.clone();
         let keys = st.keys.clone();
         let fut = async move {
@@ -249,7 +252,13 @@ impl OutboxDrainer {
             } else {
                 match std::str::from_utf8(&payload) {
                     Ok(text) => crypto::encode_plain(text),
-                    Err(_) => return (row, Some(target), Step::Permanent("payload is not UTF-8".into())),
+                    Err(_) => {
+                        return (
+                            row,
+                            Some(target),
+                            Step::Permanent("payload is not UTF-8".into()),
+                        )
+                    }
                 }
             };
             let send = OutgoingSend {
@@ -273,7 +282,13 @@ impl OutboxDrainer {
         }));
     }
 
-    fn apply(&mut self, ctx: &mut Context<Self>, row: OutboxRow, target: Option<String>, step: Step) {
+    fn apply(
+        &mut self,
+        ctx: &mut Context<Self>,
+        row: OutboxRow,
+        target: Option<String>,
+        step: Step,
+    ) {
         let now = now_ms();
         let id = row.id;
         let mesh = row.mesh.clone();
@@ -290,7 +305,10 @@ impl OutboxDrainer {
             }
             Step::Delivered(DeliveryOutcome::Timeout) => Change::Counted("ack_timeout".into()),
             Step::Delivered(DeliveryOutcome::NotConnected { reason }) => {
-                if self.closing || reason == "daemon_shutdown" || reason.starts_with("broker_not_open") {
+                if self.closing
+                    || reason == "daemon_shutdown"
+                    || reason.starts_with("broker_not_open")
+                {
                     Change::Uncounted(reason, 0)
                 } else {
                     Change::Counted(reason)
@@ -323,7 +341,8 @@ impl OutboxDrainer {
             }
             Change::Counted(e) => {
                 let attempt = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
-                let delay = store::full_jitter_ms(attempt, RETRY_BASE_MS, RETRY_CAP_MS, &mut rng) as i64;
+                let delay =
+                    store::full_jitter_ms(attempt, RETRY_BASE_MS, RETRY_CAP_MS, &mut rng) as i64;
                 (Op::Retry(e, true, now + delay), None)
             }
         };
@@ -343,7 +362,7 @@ impl OutboxDrainer {
                 }
             }
         }));
-        let dest = store::destination_key(&row);
+        let dest = store::destination_key(&row).to_string();
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             let died = match res {
                 Ok(Ok(died)) => dead_error.or(died),
@@ -376,7 +395,10 @@ impl OutboxDrainer {
         );
         let mut f = serde_json::Map::new();
         f.insert("id".into(), row.id.into());
-        f.insert("client_message_id".into(), row.client_message_id.clone().into());
+        f.insert(
+            "client_message_id".into(),
+            row.client_message_id.clone().into(),
+        );
         f.insert("to".into(), row.to.clone().into());
         f.insert("last_error".into(), error.into());
         f.insert("attempts".into(), row.attempts.into());
@@ -499,10 +521,13 @@ impl Handler<LinkEvent> for OutboxDrainer {
             LinkEvent::PeerOnline { mesh, keys } => {
                 let now = now_ms();
                 let slug = mesh.clone();
-                let fut = self
-                    .db
-                    .send(DbTask::new(move |conn| store::wake(conn, &slug, &keys, now)));
-                ctx.spawn(fut.into_actor(self).map(move |_, act, ctx| act.drain(ctx, &mesh)));
+                let fut = self.db.send(DbTask::new(move |conn| {
+                    store::wake(conn, &slug, &keys, now)
+                }));
+                ctx.spawn(
+                    fut.into_actor(self)
+                        .map(move |_, act, ctx| act.drain(ctx, &mesh)),
+                );
             }
         }
     }
@@ -537,7 +562,7 @@ impl Handler<GetOutboxCounts> for OutboxDrainer {
     type Result = ResponseFuture<Result<store::Counts, OutboxError>>;
 
     fn handle(&mut self, _msg: GetOutboxCounts, _ctx: &mut Context<Self>) -> Self::Result {
-        query(&self.db, store::counts)
+        query(&self.db, |c| store::counts(c))
     }
 }
 
@@ -545,13 +570,30 @@ impl Handler<RequeueRow> for OutboxDrainer {
     type Result = ResponseFuture<Result<store::Requeued, OutboxError>>;
 
     fn handle(&mut self, msg: RequeueRow, _ctx: &mut Context<Self>) -> Self::Result {
+        // An inflight row may be requeued only when it is not really in flight (SPEC §5.4).
         let in_flight: HashSet<String> = self
             .meshes
             .values()
             .flat_map(|m| m.busy.iter().cloned())
             .collect();
         let fut = self.db.send(DbTask::new(move |conn| {
-            Ok(store::requeue(conn, msg.id, msg.new_client_message_id, &msg.by, now_ms(), &in_flight))
+            if let Some(row) = store::get(conn, msg.id)? {
+                if row.status == store::Status::Inflight
+                    && in_flight.contains(store::destination_key(&row))
+                {
+                    return Ok(Err(store::RequeueError::NotRequeueable {
+                        id: row.id,
+                        status: row.status,
+                    }));
+                }
+            }
+            Ok(store::requeue(
+                conn,
+                msg.id,
+                msg.new_client_message_id,
+                &msg.by,
+                now_ms(),
+            ))
         }));
         Box::pin(async move { Ok(fut.await??.map_err(OutboxError::Requeue)?) })
     }
