@@ -29,6 +29,7 @@ pub mod send_request;
 pub mod sse;
 pub mod status;
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -58,14 +59,23 @@ pub type CtxSource = Rc<dyn Fn(&ServiceRequest) -> Result<GuardCtx, ApiError>>;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     // Used only when the listener registered no shared gauge.
     let fallback = Arc::new(InflightGauge::default());
+    let warned = Cell::new(false);
     let ctx_of: CtxSource = Rc::new(move |req: &ServiceRequest| {
         let handles = req
             .app_data::<web::Data<Handles>>()
             .ok_or(ApiError::Misconfigured { missing: "Handles" })?;
-        let gauge = req
-            .app_data::<web::Data<InflightGauge>>()
-            .map(|g| g.clone().into_inner())
-            .unwrap_or_else(|| Arc::clone(&fallback));
+        let gauge = match req.app_data::<web::Data<InflightGauge>>() {
+            Some(shared) => shared.clone().into_inner(),
+            None => {
+                if !warned.replace(true) {
+                    log::warn!(
+                        "no shared InflightGauge registered: ipc.max_inflight is enforced \
+                         per worker"
+                    );
+                }
+                Arc::clone(&fallback)
+            }
+        };
         Ok(GuardCtx {
             ipc: handles.tuning.ipc.clone(),
             metrics: Arc::clone(&handles.metrics),

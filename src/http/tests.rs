@@ -136,8 +136,8 @@ async fn browsers_rebinding_and_query_tokens_are_refused() {
         .insert_header((header::HOST, "attacker.example:47823"));
     let (status, body, _) = call(&fx, host).await;
     assert_eq!((status, body), (403, json!({"error":"forbidden_host"})));
-    let two_hosts = authed(TestRequest::get().uri("/v1/version"))
-        .append_header((header::HOST, "evil.example"));
+    let two_hosts =
+        authed(TestRequest::get().uri("/v1/version")).append_header((header::HOST, "evil.example"));
     let (status, body, _) = call(&fx, two_hosts).await;
     assert_eq!((status, body), (403, json!({"error":"forbidden_host"})));
     let query = authed(TestRequest::get().uri(&format!("/v1/version?token={TOKEN}")));
