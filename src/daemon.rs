@@ -175,8 +175,11 @@ where
     let result = system.block_on(async move {
         let engine = supervisor::start(engine_cfg);
         let token_data = actix_web::web::Data::new(LocalToken(token.as_str().to_string()));
+        // One gauge for every worker: the in-flight cap is per daemon, not per worker.
+        let gauge = actix_web::web::Data::new(http::limits::InflightGauge::default());
         let configure: claudemesh_actors::ipc::Configure = Arc::new(move |cfg| {
             cfg.app_data(token_data.clone());
+            cfg.app_data(gauge.clone());
             http::routes(cfg);
         });
         let listener = IpcListener::start_serving(
