@@ -1,7 +1,7 @@
 //! Shared helpers of the integration tests: real `claudemeshd` processes (dev broker, dev
 //! mesh, daemons) in temp dirs on loopback, and a polling `wait_until`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -126,7 +126,6 @@ pub fn pubkey_of(mesh: &Value, name: &str) -> String {
 /// A daemon process for one member's config dir.
 pub struct Daemon {
     pub child: Option<Child>,
-    pub config_dir: PathBuf,
     pub daemon_dir: PathBuf,
     pub stderr_log: PathBuf,
 }
@@ -163,7 +162,6 @@ impl Daemon {
         let child = cmd.spawn().expect("spawn daemon");
         Daemon {
             child: Some(child),
-            config_dir: config_dir.to_path_buf(),
             daemon_dir,
             stderr_log,
         }
@@ -356,6 +354,7 @@ pub fn raw_request<S: std::io::Read + std::io::Write>(
     }
     req.push_str("\r\n");
     req.push_str(body);
+    use std::io::{Read as _, Write as _};
     stream.write_all(req.as_bytes()).expect("write");
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
