@@ -142,7 +142,13 @@ fn up(args: UpArgs) -> Result<i32, i32> {
 
 fn socket_get(dirs: &Dirs, path: &str) -> Result<client::Response, client::ClientError> {
     let sock = dirs.socket();
-    client::request(&Endpoint::Socket(&sock), "GET", path, None, Duration::from_secs(5))
+    client::request(
+        &Endpoint::Socket(&sock),
+        "GET",
+        path,
+        None,
+        Duration::from_secs(5),
+    )
 }
 
 fn print(json_mode: bool, value: &Value, human: impl FnOnce() -> String) {
@@ -163,7 +169,11 @@ fn status(json_mode: bool) -> Result<i32, i32> {
             Ok(exit::OK)
         }
         Ok(r) => {
-            eprintln!("claudemeshd: daemon answered {}: {}", r.status, r.body.trim());
+            eprintln!(
+                "claudemeshd: daemon answered {}: {}",
+                r.status,
+                r.body.trim()
+            );
             Err(exit::FAILURE)
         }
         Err(e) => {
@@ -177,7 +187,10 @@ fn status(json_mode: bool) -> Result<i32, i32> {
 fn human_status(sock: &std::path::Path, h: &Value) -> String {
     let mut out = format!(
         "running: pid {}, version {}, up {} s\nsocket: {}\ntcp: {}\n",
-        h["pid"], h["version"].as_str().unwrap_or("?"), h["uptime_s"], sock.display(),
+        h["pid"],
+        h["version"].as_str().unwrap_or("?"),
+        h["uptime_s"],
+        sock.display(),
         h["tcp"].as_str().unwrap_or("off")
     );
     for m in h["meshes"].as_array().into_iter().flatten() {
@@ -185,14 +198,22 @@ fn human_status(sock: &std::path::Path, h: &Value) -> String {
             "mesh {}: {}{}\n",
             m["slug"].as_str().unwrap_or("?"),
             m["broker_status"].as_str().unwrap_or("?"),
-            m["last_error"].as_str().map(|e| format!(" (last error: {e})")).unwrap_or_default()
+            m["last_error"]
+                .as_str()
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default()
         ));
     }
     let o = &h["outbox"];
     out.push_str(&format!(
         "outbox: {} pending, {} inflight, {} dead, oldest pending {} s",
-        o["pending"], o["inflight"], o["dead"],
-        o["oldest_pending_age_s"].as_i64().map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+        o["pending"],
+        o["inflight"],
+        o["dead"],
+        o["oldest_pending_age_s"]
+            .as_i64()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into())
     ));
     out
 }
@@ -206,7 +227,9 @@ fn version(json_mode: bool) -> Result<i32, i32> {
         .and_then(|r| r.json()["daemon_version"].as_str().map(str::to_string));
     let v = json!({"cli_version": cli_version, "daemon_version": daemon_version});
     print(json_mode, &v, || match &daemon_version {
-        Some(d) if d != cli_version => format!("cli {cli_version}\ndaemon {d} (warning: versions differ)"),
+        Some(d) if d != cli_version => {
+            format!("cli {cli_version}\ndaemon {d} (warning: versions differ)")
+        }
         Some(d) => format!("cli {cli_version}\ndaemon {d}"),
         None => format!("cli {cli_version}\ndaemon not running"),
     });
@@ -216,19 +239,29 @@ fn version(json_mode: bool) -> Result<i32, i32> {
 fn down(json_mode: bool) -> Result<i32, i32> {
     let dirs = dirs_or_exit()?;
     let Some(pid) = claudemesh_actors::files::read_pid_file(&dirs.pid_file()) else {
-        eprintln!("claudemeshd: not running (no {})", dirs.pid_file().display());
+        eprintln!(
+            "claudemeshd: not running (no {})",
+            dirs.pid_file().display()
+        );
         return Err(exit::FAILURE);
     };
-    let Ok(raw) = libc::pid_t::try_from(pid) else { return Err(exit::FAILURE) };
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return Err(exit::FAILURE);
+    };
     // SAFETY: sending SIGTERM to a pid read from our own pid file.
     if unsafe { libc::kill(raw, libc::SIGTERM) } != 0 {
-        eprintln!("claudemeshd: cannot signal pid {pid}: {}", std::io::Error::last_os_error());
+        eprintln!(
+            "claudemeshd: cannot signal pid {pid}: {}",
+            std::io::Error::last_os_error()
+        );
         return Err(exit::FAILURE);
     }
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(5) {
         if !claudemesh_actors::files::pid_alive(pid) {
-            print(json_mode, &json!({"stopped": true, "pid": pid}), || format!("stopped (pid {pid})"));
+            print(json_mode, &json!({"stopped": true, "pid": pid}), || {
+                format!("stopped (pid {pid})")
+            });
             return Ok(exit::OK);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -266,7 +299,11 @@ fn send(args: SendArgs, json_mode: bool) -> Result<i32, i32> {
         print(json_mode, &v, || {
             format!(
                 "{} {}",
-                v["status"].as_str().unwrap_or(if v["duplicate"] == true { "duplicate" } else { "accepted" }),
+                v["status"].as_str().unwrap_or(if v["duplicate"] == true {
+                    "duplicate"
+                } else {
+                    "accepted"
+                }),
                 v["client_message_id"].as_str().unwrap_or("")
             )
         });
@@ -275,7 +312,15 @@ fn send(args: SendArgs, json_mode: bool) -> Result<i32, i32> {
         if json_mode {
             println!("{v}");
         }
-        eprintln!("claudemeshd: send refused ({}): {}", r.status, r.body.trim());
-        Err(if r.status == 400 || r.status == 404 || r.status == 413 { exit::USAGE } else { exit::FAILURE })
+        eprintln!(
+            "claudemeshd: send refused ({}): {}",
+            r.status,
+            r.body.trim()
+        );
+        Err(if r.status == 400 || r.status == 404 || r.status == 413 {
+            exit::USAGE
+        } else {
+            exit::FAILURE
+        })
     }
 }

@@ -143,8 +143,11 @@ where
     let tcp = bind_tcp(&settings)?;
     let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(addr) = tcp_addr {
-        files::write_private_file(&dirs.tcp_port_file(), format!("{}\n", addr.port()).as_bytes())
-            .map_err(|e| DaemonError::Io(e.to_string()))?;
+        files::write_private_file(
+            &dirs.tcp_port_file(),
+            format!("{}\n", addr.port()).as_bytes(),
+        )
+        .map_err(|e| DaemonError::Io(e.to_string()))?;
     } else {
         let _ = std::fs::remove_file(dirs.tcp_port_file());
     }
@@ -214,7 +217,10 @@ where
     let _ = std::fs::remove_file(&dirs.socket());
     let _ = std::fs::remove_file(dirs.pid_file());
     drop(lock);
-    log::info!("{}", serde_json::json!({"msg": "daemon_shutdown", "pid": me}));
+    log::info!(
+        "{}",
+        serde_json::json!({"msg": "daemon_shutdown", "pid": me})
+    );
     result
 }
 
@@ -226,7 +232,10 @@ fn open_outbox(
 ) -> Result<rusqlite::Connection, outbox::store::StoreError> {
     let conn = outbox::store::open(path, durability, false)?;
     if !outbox::store::was_clean_shutdown(&conn)? {
-        log::warn!("{}: last run did not stop cleanly; checking integrity", path.display());
+        log::warn!(
+            "{}: last run did not stop cleanly; checking integrity",
+            path.display()
+        );
         outbox::store::integrity_check(&conn, path)?;
     }
     outbox::store::write_clean_shutdown(&conn, false)?;
@@ -243,7 +252,11 @@ fn check_host(path: &Path, policy: ClonePolicy) -> Result<(), DaemonError> {
         }),
         decision => {
             if decision == host::HostDecision::ProceedWithWarning {
-                log::warn!("host fingerprint mismatch ({}), continuing under clone policy {}", path.display(), policy.as_str());
+                log::warn!(
+                    "host fingerprint mismatch ({}), continuing under clone policy {}",
+                    path.display(),
+                    policy.as_str()
+                );
             }
             if stored.is_none() {
                 host::write(path, &identity, now_ms()).map_err(|e| io("writing", path, e))?;
@@ -266,7 +279,10 @@ fn bind_tcp(settings: &DaemonSettings) -> Result<Option<TcpListener>, DaemonErro
             ipc.tcp_port
         ))),
         Err(e) => {
-            log::warn!("tcp port {} is taken ({e}); serving the socket only", ipc.tcp_port);
+            log::warn!(
+                "tcp port {} is taken ({e}); serving the socket only",
+                ipc.tcp_port
+            );
             Ok(None)
         }
     }

@@ -130,12 +130,17 @@ pub struct Daemon {
     pub stderr_log: PathBuf,
 }
 
-/// Short broker timings so tests run in milliseconds.
-pub const FAST_ENV: [(&str, &str); 3] = [
+/// Short broker timings so tests run in milliseconds, and no client-side pacing (most tests
+/// run the dev broker with `--no-rate-limit`; the rate-limit test restores the real bucket).
+pub const FAST_ENV: [(&str, &str); 4] = [
     ("CLAUDEMESH_BROKER_HELLO_TIMEOUT_MS", "2000"),
     ("CLAUDEMESH_BROKER_ACK_TIMEOUT_MS", "3000"),
+    ("CLAUDEMESH_BROKER_RATE_BURST", "1000000"),
     ("RUST_LOG", "info"),
 ];
+
+/// The real broker's bucket (burst 10, 1/s), mirrored by the daemon.
+pub const REAL_RATE: [(&str, &str); 1] = [("CLAUDEMESH_BROKER_RATE_BURST", "10")];
 
 impl Daemon {
     /// Spawns `claudemeshd up --tcp-port 0` without waiting.
