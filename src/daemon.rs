@@ -214,7 +214,7 @@ where
         engine.shutdown(Some(listener)).await;
         Ok::<(), DaemonError>(())
     });
-    let _ = std::fs::remove_file(&dirs.socket());
+    let _ = std::fs::remove_file(dirs.socket());
     let _ = std::fs::remove_file(dirs.pid_file());
     drop(lock);
     log::info!(

@@ -359,7 +359,6 @@ pub fn raw_request<S: std::io::Read + std::io::Write>(
     }
     req.push_str("\r\n");
     req.push_str(body);
-    use std::io::{Read as _, Write as _};
     stream.write_all(req.as_bytes()).expect("write");
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);

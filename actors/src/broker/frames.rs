@@ -26,7 +26,7 @@ pub enum Inbound {
     /// A send ack, by frame id (set_* acks, which carry `id:""`, never reach here).
     Ack(String, DeliveryOutcome),
     /// A message push to store.
-    Message(Push),
+    Message(Box<Push>),
     PeerOnline {
         event: PeerEvent,
         returned: bool,
@@ -184,7 +184,7 @@ fn classify_push(push: Push, own_pubkey: &str) -> Inbound {
         if push.sender_pubkey == own_pubkey {
             return Inbound::Ignored("own echo".into());
         }
-        return Inbound::Message(push);
+        return Inbound::Message(Box::new(push));
     };
     match event {
         SystemEvent::PeerJoined { name, pubkey, .. }

@@ -270,7 +270,7 @@ impl BrokerConnection {
                     let _ = tx.send(outcome);
                 }
             }
-            frames::Inbound::Message(push) => self.on_push(ctx, push),
+            frames::Inbound::Message(push) => self.on_push(ctx, *push),
             frames::Inbound::PeerOnline { event, returned } => {
                 self.journal_peer("peer_join", &event, returned);
                 let keys = self.peer_cache.keys_related_to(&event.pubkey);

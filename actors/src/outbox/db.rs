@@ -24,9 +24,12 @@ impl Actor for OutboxDb {
     type Context = Context<Self>;
 }
 
+/// The closure a [`DbTask`] carries.
+type Work<R> = Box<dyn FnOnce(&mut Connection) -> Result<R, StoreError> + Send>;
+
 /// A unit of SQL work run on the database thread.
 pub struct DbTask<R> {
-    work: Box<dyn FnOnce(&mut Connection) -> Result<R, StoreError> + Send>,
+    work: Work<R>,
 }
 
 impl<R> DbTask<R> {

@@ -595,7 +595,7 @@ impl Handler<RequeueRow> for OutboxDrainer {
                 now_ms(),
             ))
         }));
-        Box::pin(async move { Ok(fut.await??.map_err(OutboxError::Requeue)?) })
+        Box::pin(async move { fut.await??.map_err(OutboxError::Requeue) })
     }
 }
 
