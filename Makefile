@@ -3,7 +3,7 @@
 CARGO ?= cargo
 BIN := target/debug/claudemeshd
 
-.PHONY: build test lint fmt fmt-check demo bench release
+.PHONY: build test lint fmt demo bench release
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -17,6 +17,9 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+demo: build
+	BIN=$(BIN) scripts/demo.sh
 
 release:
 	$(CARGO) build --release --workspace --bins --benches

@@ -1,1 +1,23 @@
+//! claudemeshd: the edges of the daemon — command line, settings precedence, HTTP handlers,
+//! client, lifecycle — around the `claudemesh-actors` engine.
+//!
+//! - [`settings`]: directories, and `config.json` + `daemon.toml` + environment + flags merged
+//!   into one [`settings::DaemonSettings`] (flag > env > file > default).
+//! - [`daemon`]: `claudemeshd up` — startup checks, actor tree, listeners, ordered shutdown.
+//! - [`http`]: the `/v1` routes, DTOs and the local-API security rules.
+//! - [`client`]: the CLI's HTTP client over the socket or loopback TCP.
+//! - [`cli`]: clap definitions and command output.
+//! - [`devbroker`]: the development broker (a stand-in for the claudemesh broker; tests and
+//!   demo only).
+
+pub mod cli;
+pub mod client;
+pub mod daemon;
 pub mod devbroker;
+pub mod http;
+pub mod settings;
+
+/// Installs rustls' ring provider as the process default (awc's `wss://` needs one).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

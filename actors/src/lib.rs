@@ -10,12 +10,18 @@
 //! - [`outbox::store`], [`inbox::store`]: the SQL of the two databases.
 //! - [`time`]: unix milliseconds and ISO 8601.
 
+pub mod broker;
 pub mod crypto;
+pub mod events;
 pub mod files;
 pub mod fingerprint;
+pub mod handles;
 pub mod host;
 pub mod inbox;
+pub mod ipc;
+pub mod metrics;
 pub mod outbox;
 pub mod settings;
+pub mod supervisor;
 pub mod time;
 pub mod wire;

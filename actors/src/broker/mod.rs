@@ -173,7 +173,7 @@ impl BrokerConnection {
             .timeout(hello_timeout)
             .finish();
         let fut = async move { client.ws(url).max_frame_size(max_frame).connect().await };
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
             Ok((_resp, framed)) => {
                 let (sink, stream) = framed.split();
                 act.sink = Some(SinkWrite::new(sink, ctx));
@@ -270,7 +270,7 @@ impl BrokerConnection {
                     let _ = tx.send(outcome);
                 }
             }
-            frames::Inbound::Message(push) => self.on_push(ctx, push),
+            frames::Inbound::Message(push) => self.on_push(ctx, *push),
             frames::Inbound::PeerOnline { event, returned } => {
                 self.journal_peer("peer_join", &event, returned);
                 let keys = self.peer_cache.keys_related_to(&event.pubkey);
@@ -296,7 +296,9 @@ impl BrokerConnection {
                     let _ = w.send(());
                 }
             }
-            frames::Inbound::Ignored(why) => log::debug!("mesh {}: ignored frame: {why}", self.slug()),
+            frames::Inbound::Ignored(why) => {
+                log::debug!("mesh {}: ignored frame: {why}", self.slug())
+            }
         }
     }
 
@@ -357,7 +359,11 @@ impl Actor for BrokerConnection {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        let reason = if self.closing { "daemon_shutdown" } else { "broker_disconnected" };
+        let reason = if self.closing {
+            "daemon_shutdown"
+        } else {
+            "broker_disconnected"
+        };
         for (_, tx) in self.pending_acks.drain() {
             let _ = tx.send(DeliveryOutcome::NotConnected {
                 reason: reason.to_string(),
@@ -407,7 +413,10 @@ impl StreamHandler<Result<Frame, WsProtocolError>> for BrokerConnection {
                 let code = reason.as_ref().map(|r| u16::from(r.code)).unwrap_or(1005);
                 let text = reason.and_then(|r| r.description).unwrap_or_default();
                 if code == 4001 || code == 4002 {
-                    log::error!("mesh {}: broker closed with {code} {text}: not reconnecting", self.slug());
+                    log::error!(
+                        "mesh {}: broker closed with {code} {text}: not reconnecting",
+                        self.slug()
+                    );
                     self.revoked = true;
                 }
                 self.fail(ctx, format!("closed by broker: {code} {text}"));
@@ -492,7 +501,8 @@ impl Handler<ResolvePeer> for BrokerConnection {
                 if !act.hello_acked && !act.peer_cache.is_fresh(now_ms(), msg.max_age_ms) {
                     return Resolution::Unavailable;
                 }
-                act.peer_cache.resolve(msg.name.trim(), &act.cfg.mesh.pubkey)
+                act.peer_cache
+                    .resolve(msg.name.trim(), &act.cfg.mesh.pubkey)
             }),
         )
     }
@@ -555,7 +565,10 @@ impl Handler<ApplyProfile> for BrokerConnection {
         }
         if self.hello_acked {
             let applied = self.send_profile(&msg.profile);
-            MessageResult(ProfileApplied { applied, pending: false })
+            MessageResult(ProfileApplied {
+                applied,
+                pending: false,
+            })
         } else {
             MessageResult(ProfileApplied {
                 applied: Vec::new(),

@@ -20,7 +20,9 @@ fn field<'a>(peer: &'a Value, name: &str) -> Option<&'a str> {
 
 /// True when `s` is exactly 64 lowercase hex characters (a full pubkey, used as-is).
 pub fn is_pubkey(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    s.len() == 64
+        && s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
 }
 
 /// True when `s` looks like a pubkey prefix (16–63 hex characters, either case).
@@ -49,16 +51,18 @@ impl PeerCache {
         let prefix = is_hex_prefix(name).then(|| name.to_ascii_lowercase());
         let mut found: Vec<(String, String)> = Vec::new();
         for peer in &self.peers {
-            let Some(pubkey) = field(peer, "pubkey") else { continue };
+            let Some(pubkey) = field(peer, "pubkey") else {
+                continue;
+            };
             let member = field(peer, "memberPubkey").unwrap_or("");
             if pubkey == own_pubkey || member == own_pubkey {
                 continue;
             }
             let display = field(peer, "displayName").unwrap_or("");
             let by_name = display.eq_ignore_ascii_case(name);
-            let by_prefix = prefix
-                .as_deref()
-                .is_some_and(|p| pubkey.starts_with(p) || (!member.is_empty() && member.starts_with(p)));
+            let by_prefix = prefix.as_deref().is_some_and(|p| {
+                pubkey.starts_with(p) || (!member.is_empty() && member.starts_with(p))
+            });
             if (by_name || by_prefix) && !found.iter().any(|(k, _)| k == pubkey) {
                 found.push((pubkey.to_string(), display.to_string()));
             }
@@ -124,29 +128,42 @@ mod tests {
     fn name_matches_case_insensitively_and_skips_ourselves() {
         assert_eq!(
             cache().resolve("BOB", ME),
-            Resolution::Found { pubkey: BOB_SESSION.into() }
+            Resolution::Found {
+                pubkey: BOB_SESSION.into()
+            }
         );
     }
 
     #[test]
     fn duplicate_presences_of_one_key_are_not_ambiguous() {
-        assert_eq!(cache().resolve("carol", ME), Resolution::Found { pubkey: CAROL.into() });
+        assert_eq!(
+            cache().resolve("carol", ME),
+            Resolution::Found {
+                pubkey: CAROL.into()
+            }
+        );
     }
 
     #[test]
     fn prefix_matches_member_pubkey_and_yields_pubkey() {
         assert_eq!(
             cache().resolve(&BOB[..20], ME),
-            Resolution::Found { pubkey: BOB_SESSION.into() }
+            Resolution::Found {
+                pubkey: BOB_SESSION.into()
+            }
         );
         assert_eq!(cache().resolve("dave", ME), Resolution::NotFound);
-        assert_eq!(PeerCache::default().resolve("bob", ME), Resolution::Unavailable);
+        assert_eq!(
+            PeerCache::default().resolve("bob", ME),
+            Resolution::Unavailable
+        );
     }
 
     #[test]
     fn two_different_peers_with_one_name_are_ambiguous() {
         let mut c = cache();
-        c.peers.push(json!({"pubkey": "ab".repeat(32), "displayName": "carol"}));
+        c.peers
+            .push(json!({"pubkey": "ab".repeat(32), "displayName": "carol"}));
         match c.resolve("carol", ME) {
             Resolution::Ambiguous { candidates } => assert_eq!(candidates.len(), 2),
             other => panic!("{other:?}"),

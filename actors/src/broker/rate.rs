@@ -17,7 +17,11 @@ impl Pacer {
     /// A pacer for `burst` tokens refilled at `per_sec` tokens a second; `per_sec == 0`
     /// disables pacing.
     pub fn new(burst: u32, per_sec: u32) -> Self {
-        let interval_ms = if per_sec == 0 { 0 } else { 1000 / i64::from(per_sec.max(1)) };
+        let interval_ms = if per_sec == 0 {
+            0
+        } else {
+            1000 / i64::from(per_sec.max(1))
+        };
         Pacer {
             interval_ms,
             tolerance_ms: interval_ms * i64::from(burst.max(1) - 1),
@@ -39,7 +43,9 @@ impl Pacer {
     /// The broker said its bucket is empty: schedule as if it were.
     pub fn drain(&mut self, now_ms: i64) {
         if self.interval_ms > 0 {
-            self.tat_ms = self.tat_ms.max(now_ms + self.interval_ms + self.tolerance_ms);
+            self.tat_ms = self
+                .tat_ms
+                .max(now_ms + self.interval_ms + self.tolerance_ms);
         }
     }
 }

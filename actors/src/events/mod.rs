@@ -213,10 +213,26 @@ mod tests {
     #[actix::test]
     async fn slow_subscriber_is_dropped_without_blocking_others() {
         let hub = EventHub::new(4, 2).start();
-        let mut slow = hub.send(Subscribe { filter: EventFilter::default() }).await.unwrap().unwrap();
-        let mut fast = hub.send(Subscribe { filter: EventFilter::default() }).await.unwrap().unwrap();
+        let mut slow = hub
+            .send(Subscribe {
+                filter: EventFilter::default(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let mut fast = hub
+            .send(Subscribe {
+                filter: EventFilter::default(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
         for i in 1..=3 {
-            hub.send(Publish { event: ev(i, "message", "m") }).await.unwrap();
+            hub.send(Publish {
+                event: ev(i, "message", "m"),
+            })
+            .await
+            .unwrap();
             assert_eq!(fast.rx.recv().await.unwrap().id, i);
         }
         // slow got 2 buffered, then was dropped on the third.
@@ -234,10 +250,28 @@ mod tests {
             mesh: Some("a".into()),
         };
         let mut sub = hub.send(Subscribe { filter }).await.unwrap().unwrap();
-        assert!(hub.send(Subscribe { filter: EventFilter::default() }).await.unwrap().is_err());
-        hub.send(Publish { event: ev(1, "message", "a") }).await.unwrap();
-        hub.send(Publish { event: ev(2, "peer_join", "b") }).await.unwrap();
-        hub.send(Publish { event: ev(3, "peer_join", "a") }).await.unwrap();
+        assert!(hub
+            .send(Subscribe {
+                filter: EventFilter::default()
+            })
+            .await
+            .unwrap()
+            .is_err());
+        hub.send(Publish {
+            event: ev(1, "message", "a"),
+        })
+        .await
+        .unwrap();
+        hub.send(Publish {
+            event: ev(2, "peer_join", "b"),
+        })
+        .await
+        .unwrap();
+        hub.send(Publish {
+            event: ev(3, "peer_join", "a"),
+        })
+        .await
+        .unwrap();
         assert_eq!(sub.rx.recv().await.unwrap().id, 3);
         hub.send(Unsubscribe { id: sub.id }).await.unwrap();
         assert_eq!(hub.send(CountStreams).await.unwrap(), 0);

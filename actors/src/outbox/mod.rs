@@ -1,1 +1,11 @@
-//! (in progress)
+//! The outbox: every accepted send, durable until the broker acknowledges it (SPEC §5.3–§5.4).
+//!
+//! - [`store`]: the SQL of `outbox.db` — plain functions over a `rusqlite::Connection`, no actix.
+//! - [`db`]: the OutboxDb actor, the one thread that runs that SQL (the only writer).
+//! - [`drainer`]: the OutboxDrainer actor — group-commit accepts, per-destination drain, ack
+//!   outcomes; [`msg`]: the messages it accepts.
+
+pub mod db;
+pub mod drainer;
+pub mod msg;
+pub mod store;

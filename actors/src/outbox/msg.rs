@@ -3,7 +3,9 @@
 
 use actix::prelude::*;
 
-use super::store::{Accepted, Counts, NewSend, OutboxRow, RequeueError, Requeued, Status, StoreError};
+use super::store::{
+    Accepted, Counts, NewSend, OutboxRow, RequeueError, Requeued, Status, StoreError,
+};
 
 /// Errors the drainer reports to its callers.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +19,9 @@ pub enum OutboxError {
     /// The database thread is gone (shutdown in progress).
     #[error("outbox unavailable: {0}")]
     Mailbox(#[from] MailboxError),
+    /// The group commit this accept was part of failed (its error is logged once).
+    #[error("outbox accept failed: {0}")]
+    Batch(String),
     /// The database thread dropped the request.
     #[error("outbox request cancelled")]
     Cancelled,

@@ -1,0 +1,137 @@
+//! Throughput of the outbox store on a temp file: accepts per second (one row per
+//! transaction with `synchronous` NORMAL and FULL, and batched group commits), the latency of
+//! `claim_due` over a 100k-row queue, and the claim + mark_done drain rate.
+//!
+//! Run: `cargo run --release -p claudemesh-actors --example store_bench` (well under a minute).
+
+use std::collections::HashSet;
+use std::error::Error;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use claudemesh_actors::outbox::store::{self, Durability, NewSend};
+use rusqlite::Connection;
+
+const NOW: i64 = 1_700_000_000_000;
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let dir = tempfile::tempdir()?;
+    println!(
+        "{:<52} {:>10} {:>12} {:>12}",
+        "case", "rows", "seconds", "rows/s"
+    );
+
+    let mut conn = fresh(&dir.path().join("normal.db"), Durability::Normal)?;
+    let t = accept_loop(&mut conn, 20_000, 1, 0)?;
+    report("accept, 1 row/tx, WAL + synchronous=NORMAL", 20_000, t);
+
+    let mut conn = fresh(&dir.path().join("full.db"), Durability::Full)?;
+    let t = accept_loop(&mut conn, 2_000, 1, 0)?;
+    report("accept, 1 row/tx, WAL + synchronous=FULL", 2_000, t);
+
+    let mut conn = fresh(&dir.path().join("batch.db"), Durability::Normal)?;
+    let t = accept_loop(&mut conn, 64_000, 64, 0)?;
+    report("accept, 64 rows/tx, WAL + synchronous=NORMAL", 64_000, t);
+
+    let mut conn = fresh(&dir.path().join("batch-full.db"), Durability::Full)?;
+    let t = accept_loop(&mut conn, 6_400, 64, 0)?;
+    report("accept, 64 rows/tx, WAL + synchronous=FULL", 6_400, t);
+
+    // 100k pending rows to a single destination: the worst case for finding the head.
+    let mut conn = fresh(&dir.path().join("one-dest.db"), Durability::Normal)?;
+    accept_loop(&mut conn, 100_000, 1_000, 1)?;
+    let t = Instant::now();
+    let claimed = store::claim_due(&mut conn, "m1", NOW + 1_000_000, 32, &HashSet::new())?;
+    let one = t.elapsed();
+    println!(
+        "{:<52} {:>10} {:>12.6} {:>12}",
+        "claim_due latency, 100k pending, 1 destination",
+        claimed.len(),
+        one.as_secs_f64(),
+        "-"
+    );
+
+    // 100k pending rows over 200 destinations, drained by claim (window 32) + mark_done.
+    let mut conn = fresh(&dir.path().join("drain.db"), Durability::Normal)?;
+    accept_loop(&mut conn, 100_000, 1_000, 200)?;
+    let t = Instant::now();
+    let claimed = store::claim_due(&mut conn, "m1", NOW + 1_000_000, 32, &HashSet::new())?;
+    println!(
+        "{:<52} {:>10} {:>12.6} {:>12}",
+        "claim_due latency, 100k pending, 200 destinations",
+        claimed.len(),
+        t.elapsed().as_secs_f64(),
+        "-"
+    );
+    let (n, t) = drain(&mut conn, claimed, Duration::from_secs(10))?;
+    report("drain, claim_due(32) + mark_done per row, NORMAL", n, t);
+    Ok(())
+}
+
+fn fresh(path: &Path, durability: Durability) -> Result<Connection, Box<dyn Error>> {
+    Ok(store::open(path, durability, false)?)
+}
+
+/// Accepts `rows` sends in transactions of `per_tx`; `dests` > 0 spreads them over that many
+/// DM destinations (0: all broadcast). Returns the elapsed time.
+fn accept_loop(
+    conn: &mut Connection,
+    rows: usize,
+    per_tx: usize,
+    dests: usize,
+) -> Result<Duration, Box<dyn Error>> {
+    let payload = vec![b'x'; 200];
+    let t = Instant::now();
+    let mut next = 0usize;
+    while next < rows {
+        let batch: Vec<NewSend> = (next..(next + per_tx).min(rows))
+            .map(|i| {
+                let target = if dests == 0 {
+                    "*".to_owned()
+                } else {
+                    format!("{:064x}", i % dests)
+                };
+                NewSend {
+                    client_message_id: Some(format!("bench-{i}")),
+                    fingerprint: [(i % 251) as u8; 32],
+                    mesh: "m1".to_owned(),
+                    to: target.clone(),
+                    target: Some(target),
+                    priority: "next".to_owned(),
+                    meta: None,
+                    reply_to_id: None,
+                    payload: payload.clone(),
+                }
+            })
+            .collect();
+        next += batch.len();
+        store::accept_batch(conn, &batch, NOW + next as i64)?;
+    }
+    Ok(t.elapsed())
+}
+
+/// Drains until the queue is empty or `budget` is spent; returns (rows done, elapsed).
+fn drain(
+    conn: &mut Connection,
+    mut claimed: Vec<store::OutboxRow>,
+    budget: Duration,
+) -> Result<(usize, Duration), Box<dyn Error>> {
+    let t = Instant::now();
+    let mut done = 0;
+    while !claimed.is_empty() && t.elapsed() < budget {
+        for row in &claimed {
+            store::mark_done(conn, row.id, "bm", NOW)?;
+        }
+        done += claimed.len();
+        claimed = store::claim_due(conn, "m1", NOW + 1_000_000, 32, &HashSet::new())?;
+    }
+    Ok((done, t.elapsed()))
+}
+
+fn report(case: &str, rows: usize, t: Duration) {
+    let secs = t.as_secs_f64();
+    println!(
+        "{case:<52} {rows:>10} {secs:>12.3} {:>12.0}",
+        rows as f64 / secs
+    );
+}

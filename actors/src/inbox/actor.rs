@@ -1,0 +1,170 @@
+//! InboxStore: owns `inbox.db` on its own arbiter thread (one connection; blocking SQL there
+//! never stalls the async arbiters that serve IPC and broker sockets).
+//!
+//! Accepts [`PushReceived`] from the connections (decrypt, dedupe, insert and journal in one
+//! transaction, then reply so the connection sends `client_ack`), [`RecordEvent`] (journal other
+//! events), [`ListInbox`], [`ReplayEvents`], [`PruneInbox`], [`CloseInbox`]. Every journaled
+//! event is published to the [`EventHub`] after its transaction commits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use rusqlite::Connection;
+
+use super::msg::*;
+use super::store::{self, InboundMessage, Inserted, MessageKind, StoredEvent};
+use crate::broker::msg::{PushReceived, PushStored};
+use crate::broker::peers::is_pubkey;
+use crate::crypto::{self, MemberKeys};
+use crate::events::{EventHub, Publish};
+use crate::metrics::Metrics;
+use crate::time::now_ms;
+use crate::wire::Push;
+
+/// The inbox actor.
+pub struct InboxStore {
+    conn: Connection,
+    /// Member keys by mesh slug (DM decryption).
+    keys: HashMap<String, MemberKeys>,
+    /// Publishes journaled events.
+    events: Addr<EventHub>,
+    metrics: Arc<Metrics>,
+    /// Journal retention (`inbox.event_journal`).
+    journal_keep: usize,
+}
+
+impl InboxStore {
+    /// An inbox over an opened, migrated connection.
+    pub fn new(
+        conn: Connection,
+        keys: HashMap<String, MemberKeys>,
+        events: Addr<EventHub>,
+        metrics: Arc<Metrics>,
+        journal_keep: usize,
+    ) -> Self {
+        InboxStore {
+            conn,
+            keys,
+            events,
+            metrics,
+            journal_keep,
+        }
+    }
+
+    fn publish(&self, event: StoredEvent) {
+        self.events.do_send(Publish {
+            event: Arc::new(event),
+        });
+    }
+}
+
+/// Decrypts a push per SPEC §7.1: crypto_box when it carries a nonce and a 64-hex sender,
+/// else (or on failure) base64 UTF-8 plaintext, else undecryptable — never ciphertext as text.
+pub fn decrypt(keys: Option<&MemberKeys>, push: &Push) -> (Option<String>, MessageKind) {
+    if let Some(keys) = keys {
+        if !push.nonce.is_empty() && is_pubkey(&push.sender_pubkey) {
+            if let Ok(bytes) =
+                crypto::open_dm(keys, &push.sender_pubkey, &push.nonce, &push.ciphertext)
+            {
+                if let Ok(text) = String::from_utf8(bytes) {
+                    return (Some(text), MessageKind::Dm);
+                }
+            }
+        }
+    }
+    match crypto::decode_plain(&push.ciphertext) {
+        Ok(text) => (Some(text), MessageKind::Plain),
+        Err(_) => (None, MessageKind::Undecryptable),
+    }
+}
+
+impl Actor for InboxStore {
+    type Context = Context<Self>;
+}
+
+impl Handler<PushReceived> for InboxStore {
+    type Result = Result<PushStored, InboxActorError>;
+
+    fn handle(&mut self, msg: PushReceived, _ctx: &mut Context<Self>) -> Self::Result {
+        let push = msg.push;
+        if push.is_system() {
+            return Ok(PushStored::Ignored);
+        }
+        let (body, kind) = decrypt(self.keys.get(&msg.mesh), &push);
+        let inbound = InboundMessage {
+            client_message_id: push.client_message_id.clone(),
+            broker_message_id: push.message_id.clone(),
+            mesh: msg.mesh,
+            topic: push.topic.clone(),
+            sender_pubkey: push.sender_pubkey.clone(),
+            sender_name: push.sender_name.clone(),
+            body,
+            kind,
+            received_at: now_ms(),
+            reply_to_id: push.reply_to_id.clone(),
+            priority: Some(push.priority.clone()),
+        };
+        match store::insert_message(&mut self.conn, &inbound, self.journal_keep)? {
+            Inserted::New { event, .. } => {
+                Metrics::inc(&self.metrics.receives);
+                self.publish(event);
+            }
+            Inserted::Duplicate => Metrics::inc(&self.metrics.receive_duplicates),
+        }
+        Ok(PushStored::Ack {
+            client_message_id: push.dedupe_key().to_string(),
+            broker_message_id: push.message_id,
+        })
+    }
+}
+
+impl Handler<RecordEvent> for InboxStore {
+    type Result = Result<StoredEvent, InboxActorError>;
+
+    fn handle(&mut self, msg: RecordEvent, _ctx: &mut Context<Self>) -> Self::Result {
+        let event = store::append_event(
+            &mut self.conn,
+            &msg.kind,
+            msg.mesh.as_deref(),
+            msg.fields,
+            now_ms(),
+            self.journal_keep,
+        )?;
+        self.publish(event.clone());
+        Ok(event)
+    }
+}
+
+impl Handler<ListInbox> for InboxStore {
+    type Result = Result<(Vec<store::InboxItem>, Option<i64>), InboxActorError>;
+
+    fn handle(&mut self, msg: ListInbox, _ctx: &mut Context<Self>) -> Self::Result {
+        Ok(store::query(&self.conn, &msg.query)?)
+    }
+}
+
+impl Handler<ReplayEvents> for InboxStore {
+    type Result = Result<store::Replay, InboxActorError>;
+
+    fn handle(&mut self, msg: ReplayEvents, _ctx: &mut Context<Self>) -> Self::Result {
+        Ok(store::replay_after(&self.conn, msg.after_id, msg.limit)?)
+    }
+}
+
+impl Handler<PruneInbox> for InboxStore {
+    type Result = Result<usize, InboxActorError>;
+
+    fn handle(&mut self, msg: PruneInbox, _ctx: &mut Context<Self>) -> Self::Result {
+        Ok(store::prune(&self.conn, msg.older_than_ms)?)
+    }
+}
+
+impl Handler<CloseInbox> for InboxStore {
+    type Result = Result<(), InboxActorError>;
+
+    fn handle(&mut self, _msg: CloseInbox, _ctx: &mut Context<Self>) -> Self::Result {
+        store::write_clean_shutdown(&self.conn, true)?;
+        Ok(())
+    }
+}

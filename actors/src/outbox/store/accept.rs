@@ -1,0 +1,149 @@
+//! Accepting sends: the duplicate lookup table of SPEC §5.3, applied to a batch of sends in
+//! one `BEGIN IMMEDIATE` transaction (group commit).
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::{Accepted, Conflict, NewSend, Status, StoreError};
+
+/// Mints a fresh `client_message_id`: a ULID (26 Crockford base32 characters).
+pub fn mint_client_message_id() -> String {
+    ulid::Ulid::new().to_string()
+}
+
+/// Accepts every send of `batch` in one `BEGIN IMMEDIATE` transaction and answers each, in
+/// order, per the SPEC §5.3 table. The transaction commits before this returns, so every
+/// answer may be sent as soon as it is returned. Two sends of one batch with the same id are
+/// answered as if sequential: the second sees the row the first inserted.
+///
+/// Any SQL error rolls the whole batch back (no answer is valid then).
+pub fn accept_batch(
+    conn: &mut Connection,
+    batch: &[NewSend],
+    now_ms: i64,
+) -> Result<Vec<Accepted>, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(StoreError::sql("accept: begin"))?;
+    let answers = batch
+        .iter()
+        .map(|send| accept_one(&tx, send, now_ms))
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.commit().map_err(StoreError::sql("accept: commit"))?;
+    Ok(answers)
+}
+
+/// The row an accept compares against.
+struct Existing {
+    id: i64,
+    status: String,
+    fingerprint: Vec<u8>,
+    broker_message_id: Option<String>,
+    last_error: Option<String>,
+}
+
+fn accept_one(tx: &Transaction<'_>, send: &NewSend, now_ms: i64) -> Result<Accepted, StoreError> {
+    let client_message_id = send
+        .client_message_id
+        .clone()
+        .unwrap_or_else(mint_client_message_id);
+    let existing = tx
+        .prepare_cached(
+            "SELECT id, status, request_fingerprint, broker_message_id, last_error
+               FROM outbox WHERE client_message_id = ?1",
+        )
+        .and_then(|mut st| {
+            st.query_row([&client_message_id], |r| {
+                Ok(Existing {
+                    id: r.get(0)?,
+                    status: r.get(1)?,
+                    fingerprint: r.get(2)?,
+                    broker_message_id: r.get(3)?,
+                    last_error: r.get(4)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(StoreError::sql("accept: look up id"))?;
+    let Some(row) = existing else {
+        let id = insert(tx, send, &client_message_id, now_ms)?;
+        return Ok(Accepted::Queued {
+            id,
+            client_message_id,
+        });
+    };
+    let status = row.status.parse::<Status>().map_err(|e| StoreError::Sql {
+        operation: "accept: read status",
+        source: rusqlite::Error::FromSqlConversionFailure(
+            1,
+            rusqlite::types::Type::Text,
+            Box::new(e),
+        ),
+    })?;
+    Ok(decide(row, status, &send.fingerprint, client_message_id))
+}
+
+/// The SPEC §5.3 table for an existing row.
+fn decide(row: Existing, status: Status, fingerprint: &[u8; 32], id_str: String) -> Accepted {
+    let matches = row.fingerprint.as_slice() == fingerprint.as_slice();
+    let conflict = |conflict: Conflict, reason: Option<String>| Accepted::Conflict {
+        client_message_id: id_str.clone(),
+        conflict,
+        broker_message_id: row.broker_message_id.clone(),
+        reason,
+    };
+    match (status, matches) {
+        (Status::Pending, true) => Accepted::Queued {
+            id: row.id,
+            client_message_id: id_str,
+        },
+        (Status::Pending, false) => conflict(Conflict::PendingMismatch, None),
+        (Status::Inflight, true) => Accepted::Inflight {
+            id: row.id,
+            client_message_id: id_str,
+        },
+        (Status::Inflight, false) => conflict(Conflict::InflightMismatch, None),
+        (Status::Done, true) => Accepted::Duplicate {
+            id: row.id,
+            client_message_id: id_str,
+            broker_message_id: row.broker_message_id,
+        },
+        (Status::Done, false) => conflict(Conflict::DoneMismatch, None),
+        (Status::Dead, true) => conflict(Conflict::DeadMatch, row.last_error.clone()),
+        (Status::Dead, false) => conflict(Conflict::DeadMismatch, None),
+        (Status::Aborted, true) => conflict(Conflict::AbortedMatch, None),
+        (Status::Aborted, false) => conflict(Conflict::AbortedMismatch, None),
+    }
+}
+
+/// Inserts a new pending row, due now; returns its row id.
+fn insert(
+    tx: &Transaction<'_>,
+    send: &NewSend,
+    client_message_id: &str,
+    now_ms: i64,
+) -> Result<i64, StoreError> {
+    let payload_bytes = i64::try_from(send.payload.len()).unwrap_or(i64::MAX);
+    tx.prepare_cached(
+        "INSERT INTO outbox (client_message_id, request_fingerprint, payload, payload_bytes,
+             enqueued_at, attempts, next_attempt_at, status, mesh, to_spec, target, priority,
+             meta, reply_to_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5, 'pending', ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .and_then(|mut st| {
+        st.execute(rusqlite::params![
+            client_message_id,
+            send.fingerprint,
+            send.payload,
+            payload_bytes,
+            now_ms,
+            send.mesh,
+            send.to,
+            send.target,
+            send.priority,
+            send.meta,
+            send.reply_to_id,
+        ])
+    })
+    .map_err(StoreError::sql("accept: insert"))?;
+    Ok(tx.last_insert_rowid())
+}

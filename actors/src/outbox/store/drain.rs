@@ -1,0 +1,248 @@
+//! The drain state machine of SPEC §5.4: claiming due rows in per-destination FIFO order,
+//! applying broker outcomes, crash recovery, expiry and waking rows when a peer returns.
+
+use std::collections::HashSet;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::rows::{self, not_updated, COLUMNS};
+use super::{OutboxRow, RetryOutcome, StoreError, EXPIRED_ERROR};
+
+/// The oldest pending row of every destination of mesh `?1` that is due at `?2` and whose
+/// destination has no row inflight, oldest first, with its destination key.
+///
+/// `dests` walks the distinct destinations with one index seek each (a skip scan over
+/// `outbox_pending_dest`); `heads` takes each one's oldest row with one more seek. The cost
+/// grows with the number of destinations, not with the length of their queues.
+pub(super) const DUE_HEADS: &str = "
+WITH RECURSIVE dests(d) AS (
+    SELECT (SELECT dest FROM outbox WHERE status = 'pending' AND mesh = ?1
+             ORDER BY dest LIMIT 1)
+    UNION ALL
+    SELECT (SELECT dest FROM outbox WHERE status = 'pending' AND mesh = ?1 AND dest > dests.d
+             ORDER BY dest LIMIT 1)
+      FROM dests WHERE dests.d IS NOT NULL
+),
+heads(id) AS (
+    SELECT (SELECT id FROM outbox WHERE status = 'pending' AND mesh = ?1 AND dest = dests.d
+             ORDER BY enqueued_at, id LIMIT 1)
+      FROM dests
+     WHERE dests.d IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM outbox WHERE status = 'inflight' AND mesh = ?1
+                          AND dest = dests.d)
+)
+SELECT o.id, o.dest FROM heads JOIN outbox o ON o.id = heads.id
+ WHERE o.next_attempt_at <= ?2
+ ORDER BY o.enqueued_at, o.id";
+
+/// Claims up to `limit` due rows of `mesh` and sets them `inflight` (one transaction).
+///
+/// Per destination ([`super::destination_key`]) only the oldest pending row is considered; it
+/// is claimed if it is due (`next_attempt_at <= now_ms`), its destination is not in `busy`
+/// and no row of that destination is already `inflight` in the database. A head row that is
+/// backing off therefore holds back the later rows of its destination: that keeps order.
+/// Rows are returned oldest first.
+pub fn claim_due(
+    conn: &mut Connection,
+    mesh: &str,
+    now_ms: i64,
+    limit: usize,
+    busy: &HashSet<String>,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(StoreError::sql("claim: begin"))?;
+    let heads: Vec<(i64, String)> = tx
+        .prepare_cached(DUE_HEADS)
+        .and_then(|mut st| {
+            st.query_map((mesh, now_ms), |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+        .map_err(StoreError::sql("claim: find due rows"))?;
+    let mut claimed = Vec::new();
+    {
+        let mut st = tx
+            .prepare_cached(&format!(
+                "UPDATE outbox SET status = 'inflight' WHERE id = ?1 AND status = 'pending'
+                 RETURNING {COLUMNS}"
+            ))
+            .map_err(StoreError::sql("claim: prepare"))?;
+        for (id, _) in heads.iter().filter(|(_, d)| !busy.contains(d)).take(limit) {
+            let row = st
+                .query_row([id], rows::from_sql)
+                .map_err(StoreError::sql("claim: set inflight"))?;
+            claimed.push(row);
+        }
+    }
+    tx.commit().map_err(StoreError::sql("claim: commit"))?;
+    Ok(claimed)
+}
+
+/// Records the broker's `queued:true` ack: the row becomes `done` with its message id.
+///
+/// Applies to `inflight` rows and also to `pending`/`dead` ones (an ack that arrives after
+/// its timeout already put the row back: the broker did queue it). A row already `done` is
+/// left as it is (a repeated ack). An `aborted` row is [`StoreError::WrongStatus`].
+pub fn mark_done(
+    conn: &Connection,
+    id: i64,
+    broker_message_id: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    const OP: &str = "mark_done";
+    let n = conn
+        .prepare_cached(
+            "UPDATE outbox SET status = 'done', broker_message_id = ?2, delivered_at = ?3
+              WHERE id = ?1 AND status IN ('inflight','pending','dead')",
+        )
+        .and_then(|mut st| st.execute((id, broker_message_id, now_ms)))
+        .map_err(StoreError::sql(OP))?;
+    if n == 1 {
+        return Ok(());
+    }
+    match not_updated(conn, id, OP) {
+        StoreError::WrongStatus {
+            status: super::Status::Done,
+            ..
+        } => Ok(()),
+        e => Err(e),
+    }
+}
+
+/// Puts an `inflight` row back to `pending`, due at `next_attempt_at`, with `error` as
+/// `last_error`. A `counted` failure adds one attempt; reaching `max_attempts` makes the row
+/// `dead` instead. Uncounted failures (rate limit, offline peer, unresolved name) never kill.
+/// (`_now_ms` is part of the drain API for symmetry; the row records no failure time.)
+pub fn mark_retry(
+    conn: &Connection,
+    id: i64,
+    error: &str,
+    counted: bool,
+    next_attempt_at: i64,
+    max_attempts: i64,
+    _now_ms: i64,
+) -> Result<RetryOutcome, StoreError> {
+    const OP: &str = "mark_retry";
+    let status: Option<String> = conn
+        .prepare_cached(
+            "UPDATE outbox SET
+                 attempts = attempts + ?3,
+                 last_error = ?2,
+                 next_attempt_at = ?4,
+                 status = CASE WHEN ?3 = 1 AND attempts + 1 >= ?5 THEN 'dead' ELSE 'pending' END
+              WHERE id = ?1 AND status = 'inflight'
+              RETURNING status",
+        )
+        .and_then(|mut st| {
+            let mut rows =
+                st.query((id, error, i64::from(counted), next_attempt_at, max_attempts))?;
+            rows.next()?.map(|r| r.get(0)).transpose()
+        })
+        .map_err(StoreError::sql(OP))?;
+    match status.as_deref() {
+        Some("dead") => Ok(RetryOutcome::Dead),
+        Some(_) => Ok(RetryOutcome::Pending),
+        None => Err(not_updated(conn, id, OP)),
+    }
+}
+
+/// Makes a `pending` or `inflight` row `dead` with `error` as `last_error` (a permanent
+/// broker refusal, or a row that cannot be sent). (`_now_ms`: see [`mark_retry`].)
+pub fn mark_dead(conn: &Connection, id: i64, error: &str, _now_ms: i64) -> Result<(), StoreError> {
+    const OP: &str = "mark_dead";
+    let n = conn
+        .prepare_cached(
+            "UPDATE outbox SET status = 'dead', last_error = ?2
+              WHERE id = ?1 AND status IN ('pending','inflight')",
+        )
+        .and_then(|mut st| st.execute((id, error)))
+        .map_err(StoreError::sql(OP))?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(not_updated(conn, id, OP))
+    }
+}
+
+/// Records the targetSpec a name or prefix resolved to at drain time.
+///
+/// Every other `pending` row of the same mesh sent to the same unresolved `to` is resolved
+/// with it, so those rows stay queued behind this one in the new destination's FIFO instead
+/// of overtaking it under the old key.
+pub fn set_target(conn: &Connection, id: i64, target: &str) -> Result<(), StoreError> {
+    const OP: &str = "set_target";
+    let tx = conn.unchecked_transaction().map_err(StoreError::sql(OP))?;
+    tx.execute(
+        "UPDATE outbox SET target = ?2
+          WHERE status = 'pending' AND target IS NULL AND id <> ?1
+            AND mesh = (SELECT mesh FROM outbox WHERE id = ?1 AND target IS NULL)
+            AND dest = (SELECT to_spec FROM outbox WHERE id = ?1 AND target IS NULL)",
+        (id, target),
+    )
+    .map_err(StoreError::sql(OP))?;
+    let n = tx
+        .execute("UPDATE outbox SET target = ?2 WHERE id = ?1", (id, target))
+        .map_err(StoreError::sql(OP))?;
+    if n == 0 {
+        return Err(StoreError::RowNotFound { operation: OP, id });
+    }
+    tx.commit().map_err(StoreError::sql(OP))
+}
+
+/// Crash recovery: every `inflight` row goes back to `pending` (attempts kept). Returns how
+/// many rows moved.
+pub fn reset_inflight(conn: &Connection) -> Result<usize, StoreError> {
+    conn.execute(
+        "UPDATE outbox SET status = 'pending' WHERE status = 'inflight'",
+        [],
+    )
+    .map_err(StoreError::sql("reset_inflight"))
+}
+
+/// Makes every `pending` row enqueued more than `max_age_ms` before `now_ms` `dead`, keeping
+/// an earlier `last_error` (e.g. `unknown_peer`) or else recording [`EXPIRED_ERROR`]. Returns
+/// the rows that died (for `outbox_dead` events).
+pub fn expire(
+    conn: &Connection,
+    now_ms: i64,
+    max_age_ms: i64,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let cutoff = now_ms.saturating_sub(max_age_ms);
+    conn.prepare_cached(&format!(
+        "UPDATE outbox SET status = 'dead', last_error = coalesce(last_error, ?2)
+          WHERE status = 'pending' AND enqueued_at < ?1
+          RETURNING {COLUMNS}"
+    ))
+    .and_then(|mut st| {
+        st.query_map((cutoff, EXPIRED_ERROR), rows::from_sql)?
+            .collect()
+    })
+    .map_err(StoreError::sql("expire"))
+}
+
+/// Makes the `pending` rows of `mesh` whose target is one of `targets` due now (a peer came
+/// online). Returns how many rows were woken.
+pub fn wake(
+    conn: &Connection,
+    mesh: &str,
+    targets: &[String],
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let mut st = conn
+        .prepare_cached(
+            "UPDATE outbox SET next_attempt_at = ?3
+              WHERE status = 'pending' AND mesh = ?1 AND dest = ?2 AND target = ?2
+                AND next_attempt_at > ?3",
+        )
+        .map_err(StoreError::sql("wake"))?;
+    let mut woken = 0;
+    for target in targets {
+        woken += st
+            .execute((mesh, target, now_ms))
+            .map_err(StoreError::sql("wake"))?;
+    }
+    Ok(woken)
+}

@@ -1,0 +1,266 @@
+//! The SPEC §5.3 table, one test per cell, plus batching, id minting and concurrency.
+
+use std::sync::{Arc, Barrier};
+
+use super::*;
+
+/// A row with id `x` and fingerprint seed 1 brought into `status` through the real API.
+fn row_in(conn: &mut Connection, status: Status) -> i64 {
+    let id = queue(conn, send(Some("x"), 1, "*", Some("*")), NOW);
+    match status {
+        Status::Pending => {}
+        Status::Inflight => assert_eq!(claim_ids(conn, NOW, 10), vec![id]),
+        Status::Done => {
+            assert_eq!(claim_ids(conn, NOW, 10), vec![id]);
+            mark_done(conn, id, "bm-1", NOW + 5).unwrap();
+        }
+        Status::Dead => mark_dead(conn, id, "blocked by recipient grants", NOW).unwrap(),
+        Status::Aborted => {
+            requeue(conn, id, Some("x2".into()), "test", NOW).unwrap();
+        }
+    }
+    assert_eq!(super::status(conn, id), status);
+    id
+}
+
+/// Accepts id `x` again, with the same fingerprint (seed 1) or another one (seed 2).
+fn again(conn: &mut Connection, same: bool) -> Accepted {
+    let fp = if same { 1 } else { 2 };
+    accept1(conn, send(Some("x"), fp, "*", Some("*")), NOW + 10)
+}
+
+fn conflict_of(a: Accepted) -> (Conflict, Option<String>, Option<String>) {
+    match a {
+        Accepted::Conflict {
+            client_message_id,
+            conflict,
+            broker_message_id,
+            reason,
+        } => {
+            assert_eq!(client_message_id, "x");
+            (conflict, broker_message_id, reason)
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+}
+
+#[test]
+fn accept_of_new_id_inserts_a_pending_row_and_answers_queued() {
+    let (_d, _p, mut conn) = temp_db();
+    let a = accept1(&mut conn, send(Some("x"), 1, "*", Some("*")), NOW);
+    let Accepted::Queued {
+        id,
+        client_message_id,
+    } = a
+    else {
+        panic!("expected Queued, got {a:?}")
+    };
+    assert_eq!(client_message_id, "x");
+    let row = get(&conn, id).unwrap().unwrap();
+    assert_eq!(row.status, Status::Pending);
+    assert_eq!(row.fingerprint, vec![1; 32]);
+    assert_eq!(
+        (row.enqueued_at, row.next_attempt_at, row.attempts),
+        (NOW, NOW, 0)
+    );
+    assert_eq!(row.payload_bytes, 7);
+}
+
+#[test]
+fn accept_of_pending_row_with_same_fingerprint_answers_queued_without_change() {
+    let (_d, _p, mut conn) = temp_db();
+    let id = row_in(&mut conn, Status::Pending);
+    let before = get(&conn, id).unwrap();
+    let a = again(&mut conn, true);
+    assert_eq!(
+        a,
+        Accepted::Queued {
+            id,
+            client_message_id: "x".into()
+        }
+    );
+    assert_eq!(get(&conn, id).unwrap(), before);
+    assert_eq!(counts(&conn).unwrap().pending, 1);
+}
+
+#[test]
+fn accept_of_pending_row_with_other_fingerprint_answers_pending_mismatch() {
+    let (_d, _p, mut conn) = temp_db();
+    row_in(&mut conn, Status::Pending);
+    let (c, bm, reason) = conflict_of(again(&mut conn, false));
+    assert_eq!(c, Conflict::PendingMismatch);
+    assert_eq!(c.code(), "outbox_pending_fingerprint_mismatch");
+    assert_eq!((bm, reason), (None, None));
+}
+
+#[test]
+fn accept_of_inflight_row_with_same_fingerprint_answers_inflight() {
+    let (_d, _p, mut conn) = temp_db();
+    let id = row_in(&mut conn, Status::Inflight);
+    assert_eq!(
+        again(&mut conn, true),
+        Accepted::Inflight {
+            id,
+            client_message_id: "x".into()
+        }
+    );
+}
+
+#[test]
+fn accept_of_inflight_row_with_other_fingerprint_answers_inflight_mismatch() {
+    let (_d, _p, mut conn) = temp_db();
+    row_in(&mut conn, Status::Inflight);
+    let (c, _, _) = conflict_of(again(&mut conn, false));
+    assert_eq!(c, Conflict::InflightMismatch);
+    assert_eq!(c.code(), "outbox_inflight_fingerprint_mismatch");
+}
+
+#[test]
+fn accept_of_done_row_with_same_fingerprint_answers_duplicate() {
+    let (_d, _p, mut conn) = temp_db();
+    let id = row_in(&mut conn, Status::Done);
+    assert_eq!(
+        again(&mut conn, true),
+        Accepted::Duplicate {
+            id,
+            client_message_id: "x".into(),
+            broker_message_id: Some("bm-1".into())
+        }
+    );
+}
+
+#[test]
+fn accept_of_done_row_with_other_fingerprint_answers_done_mismatch_with_broker_id() {
+    let (_d, _p, mut conn) = temp_db();
+    row_in(&mut conn, Status::Done);
+    let (c, bm, _) = conflict_of(again(&mut conn, false));
+    assert_eq!(c, Conflict::DoneMismatch);
+    assert_eq!(c.code(), "outbox_done_fingerprint_mismatch");
+    assert_eq!(bm.as_deref(), Some("bm-1"));
+}
+
+#[test]
+fn accept_of_dead_row_with_same_fingerprint_answers_dead_match_with_reason() {
+    let (_d, _p, mut conn) = temp_db();
+    row_in(&mut conn, Status::Dead);
+    let (c, _, reason) = conflict_of(again(&mut conn, true));
+    assert_eq!(c, Conflict::DeadMatch);
+    assert_eq!(c.code(), "outbox_dead_fingerprint_match");
+    assert_eq!(reason.as_deref(), Some("blocked by recipient grants"));
+}
+
+#[test]
+fn accept_of_dead_row_with_other_fingerprint_answers_dead_mismatch() {
+    let (_d, _p, mut conn) = temp_db();
+    row_in(&mut conn, Status::Dead);
+    let (c, _, _) = conflict_of(again(&mut conn, false));
+    assert_eq!(c, Conflict::DeadMismatch);
+    assert_eq!(c.code(), "outbox_dead_fingerprint_mismatch");
+}
+
+#[test]
+fn accept_of_aborted_row_with_same_fingerprint_answers_aborted_match() {
+    let (_d, _p, mut conn) = temp_db();
+    row_in(&mut conn, Status::Aborted);
+    let (c, _, _) = conflict_of(again(&mut conn, true));
+    assert_eq!(c, Conflict::AbortedMatch);
+    assert_eq!(c.code(), "outbox_aborted_fingerprint_match");
+}
+
+#[test]
+fn accept_of_aborted_row_with_other_fingerprint_answers_aborted_mismatch() {
+    let (_d, _p, mut conn) = temp_db();
+    row_in(&mut conn, Status::Aborted);
+    let (c, _, _) = conflict_of(again(&mut conn, false));
+    assert_eq!(c, Conflict::AbortedMismatch);
+    assert_eq!(c.code(), "outbox_aborted_fingerprint_mismatch");
+}
+
+#[test]
+fn accept_batch_answers_in_order_and_second_send_of_one_id_sees_the_first_row() {
+    let (_d, _p, mut conn) = temp_db();
+    let batch = [
+        send(Some("a"), 1, "*", Some("*")),
+        send(Some("b"), 2, "*", Some("*")),
+        send(Some("a"), 1, "*", Some("*")),
+        send(Some("a"), 3, "*", Some("*")),
+    ];
+    let answers = accept_batch(&mut conn, &batch, NOW).unwrap();
+    let Accepted::Queued { id: a_id, .. } = answers[0] else {
+        panic!("{answers:?}")
+    };
+    assert!(
+        matches!(&answers[1], Accepted::Queued { client_message_id, .. } if client_message_id == "b")
+    );
+    assert_eq!(
+        answers[2],
+        Accepted::Queued {
+            id: a_id,
+            client_message_id: "a".into()
+        }
+    );
+    assert_eq!(conflict_of_id(&answers[3]), Conflict::PendingMismatch);
+    assert_eq!(counts(&conn).unwrap().pending, 2);
+}
+
+fn conflict_of_id(a: &Accepted) -> Conflict {
+    match a {
+        Accepted::Conflict { conflict, .. } => *conflict,
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+}
+
+#[test]
+fn accept_without_id_mints_a_unique_26_char_ulid() {
+    let (_d, _p, mut conn) = temp_db();
+    let batch: Vec<NewSend> = (0..50).map(|i| send(None, i, "*", Some("*"))).collect();
+    let ids: Vec<String> = accept_batch(&mut conn, &batch, NOW)
+        .unwrap()
+        .into_iter()
+        .map(|a| match a {
+            Accepted::Queued {
+                client_message_id, ..
+            } => client_message_id,
+            other => panic!("expected Queued, got {other:?}"),
+        })
+        .collect();
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 50);
+    for id in &ids {
+        assert_eq!(id.len(), 26);
+        assert!(id.parse::<ulid::Ulid>().is_ok(), "{id} is not a ULID");
+    }
+    let minted = mint_client_message_id();
+    assert_eq!(minted.len(), 26);
+    assert_ne!(minted, mint_client_message_id());
+}
+
+#[test]
+fn concurrent_accepts_of_one_id_from_16_connections_make_exactly_one_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let barrier = Arc::new(Barrier::new(16));
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let (path, barrier) = (path.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut conn = open(&path, Durability::Normal, false).unwrap();
+                accept1(&mut conn, send(Some("same"), 7, "*", Some("*")), NOW)
+            })
+        })
+        .collect();
+    let answers: Vec<Accepted> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let conn = open(&path, Durability::Normal, false).unwrap();
+    let rows = list(&conn, None, 100).unwrap();
+    assert_eq!(rows.len(), 1);
+    for a in answers {
+        assert_eq!(
+            a,
+            Accepted::Queued {
+                id: rows[0].id,
+                client_message_id: "same".into()
+            }
+        );
+    }
+}

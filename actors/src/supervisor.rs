@@ -1,0 +1,180 @@
+//! Supervisor: builds the actor tree in order, hands out [`Handles`], and runs the ordered
+//! shutdown. Wiring is explicit here and nowhere else.
+//!
+//! Tree: EventHub → InboxStore (own arbiter, owns `inbox.db`) → OutboxDb (own arbiter, owns
+//! `outbox.db`) → OutboxDrainer, created together with one supervised BrokerConnection per mesh
+//! (actix `Supervisor`: a connection that stops is restarted; 4001/4002 leave it dormant).
+//! The IpcListener is started by the caller with the returned [`Handles`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use rusqlite::Connection;
+
+use crate::broker::msg::{CloseLink, LinkEvent};
+use crate::broker::{BrokerConnection, LinkConfig, LinkPeers};
+use crate::crypto::MemberKeys;
+use crate::events::{CloseStreams, EventHub};
+use crate::handles::{DaemonInfo, Handles, MeshHandle};
+use crate::inbox::actor::InboxStore;
+use crate::inbox::msg::{CloseInbox, PruneInbox};
+use crate::ipc::{IpcListener, StopServing};
+use crate::metrics::Metrics;
+use crate::outbox::db::OutboxDb;
+use crate::outbox::drainer::{DrainTarget, OutboxDrainer};
+use crate::outbox::msg::CloseOutbox;
+use crate::settings::{JoinedMesh, Tuning};
+use crate::time::now_ms;
+
+/// Per-subscriber SSE buffer; a subscriber this far behind is dropped.
+const SSE_BUFFER: usize = 1024;
+
+/// What the engine needs to start; databases are already opened, checked and migrated.
+pub struct EngineConfig {
+    /// Selected meshes with their parsed keys, in config order.
+    pub meshes: Vec<(JoinedMesh, MemberKeys)>,
+    pub default_mesh: String,
+    pub display_name: Option<String>,
+    pub tuning: Tuning,
+    pub daemon_dir: PathBuf,
+    pub outbox: Connection,
+    pub inbox: Connection,
+    pub info: DaemonInfo,
+}
+
+/// A running engine: handles plus what the shutdown needs.
+pub struct Engine {
+    pub handles: Handles,
+    inbox_arbiter: Arbiter,
+    outbox_arbiter: Arbiter,
+}
+
+/// Starts every actor. Must run inside an actix system.
+pub fn start(cfg: EngineConfig) -> Engine {
+    let metrics = Arc::new(Metrics::default());
+    let tuning = Arc::new(cfg.tuning);
+    let events = EventHub::new(tuning.ipc.max_sse_streams, SSE_BUFFER).start();
+
+    let keys: HashMap<String, MemberKeys> = cfg
+        .meshes
+        .iter()
+        .map(|(m, k)| (m.slug.clone(), k.clone()))
+        .collect();
+    let journal_keep = usize::try_from(tuning.inbox.event_journal).unwrap_or(usize::MAX);
+    let inbox_arbiter = Arbiter::new();
+    let inbox_conn = cfg.inbox;
+    let (ev, me) = (events.clone(), metrics.clone());
+    let inbox = InboxStore::start_in_arbiter(&inbox_arbiter.handle(), move |_| {
+        InboxStore::new(inbox_conn, keys, ev, me, journal_keep)
+    });
+
+    let outbox_arbiter = Arbiter::new();
+    let outbox_conn = cfg.outbox;
+    let db = OutboxDb::start_in_arbiter(&outbox_arbiter.handle(), move |_| {
+        OutboxDb::new(outbox_conn)
+    });
+
+    let mut meshes = Vec::new();
+    let outbox_tuning = tuning.outbox.clone();
+    let (inbox2, metrics2, tuning2) = (inbox.clone(), metrics.clone(), tuning.clone());
+    let outbox = OutboxDrainer::create(|ctx| {
+        let link_peers = LinkPeers {
+            drainer: ctx.address().recipient::<LinkEvent>(),
+            pushes: inbox2.clone().recipient(),
+            journal: inbox2.clone().recipient(),
+        };
+        let mut targets = Vec::new();
+        for (mesh, keys) in cfg.meshes {
+            let link_cfg = LinkConfig {
+                profile_path: cfg.daemon_dir.join(format!("profile-{}.json", mesh.slug)),
+                mesh: mesh.clone(),
+                keys: keys.clone(),
+                display_name: cfg.display_name.clone(),
+                tuning: tuning2.broker.clone(),
+            };
+            let (lp, me) = (link_peers.clone(), metrics2.clone());
+            let link = Supervisor::start(move |_| BrokerConnection::new(link_cfg, lp, me));
+            meshes.push(MeshHandle {
+                slug: mesh.slug.clone(),
+                mesh_id: mesh.mesh_id.clone(),
+                member_pubkey: mesh.pubkey.clone(),
+                link: link.clone(),
+            });
+            targets.push(DrainTarget {
+                slug: mesh.slug,
+                keys,
+                link,
+            });
+        }
+        OutboxDrainer::new(db, targets, outbox_tuning, inbox2.recipient(), metrics2)
+    });
+
+    // Inbox retention: prune hourly (and once now).
+    let retention_ms = i64::from(tuning.inbox.retention_days) * 86_400_000;
+    let pruner = inbox.clone();
+    actix::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            match pruner
+                .send(PruneInbox {
+                    older_than_ms: now_ms() - retention_ms,
+                })
+                .await
+            {
+                Ok(Ok(n)) if n > 0 => log::info!("inbox: pruned {n} rows past retention"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => log::error!("inbox prune failed: {e}"),
+                Err(_) => break,
+            }
+        }
+    });
+
+    let handles = Handles {
+        outbox,
+        inbox,
+        events,
+        meshes,
+        default_mesh: cfg.default_mesh,
+        tuning,
+        metrics,
+        info: Arc::new(cfg.info),
+    };
+    Engine {
+        handles,
+        inbox_arbiter,
+        outbox_arbiter,
+    }
+}
+
+impl Engine {
+    /// The ordered shutdown of SPEC §3: SSE streams closed, requests drained (bounded), broker
+    /// sockets closed with 1000, inflight rows back to pending, clean markers written.
+    pub async fn shutdown(self, ipc: Option<Addr<IpcListener>>) {
+        let h = &self.handles;
+        let _ = h.events.send(CloseStreams).await;
+        if let Some(ipc) = ipc {
+            let _ = ipc.send(StopServing).await;
+        }
+        for m in &h.meshes {
+            let _ = m.link.send(CloseLink).await;
+        }
+        match h.outbox.send(CloseOutbox).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::error!("outbox close failed: {e}"),
+            Err(e) => log::error!("outbox close failed: {e}"),
+        }
+        match h.inbox.send(CloseInbox).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::error!("inbox close failed: {e}"),
+            Err(e) => log::error!("inbox close failed: {e}"),
+        }
+        self.inbox_arbiter.stop();
+        self.outbox_arbiter.stop();
+        let _ = self.inbox_arbiter.join();
+        let _ = self.outbox_arbiter.join();
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: real `claudemeshd` processes — dev broker, daemons — on loopback, in
+//! temp dirs. One test binary; helpers in `harness`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+mod runtime;
+mod security;

@@ -1,0 +1,165 @@
+//! The local API's security rules and limits (SPEC §9), over the real socket and TCP port.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::*;
+
+fn tcp(d: &Daemon) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", d.tcp_port())).expect("tcp connect")
+}
+
+#[test]
+fn tcp_requires_the_bearer_token_and_rejects_browsers() {
+    let w = World::new("alice", &["--no-rate-limit"]);
+    let d = Daemon::start(&w.config_dir("alice"), &[]);
+    let token = d.token();
+    let bearer = format!("Bearer {token}");
+    let ok = raw_request(
+        &mut tcp(&d),
+        "GET",
+        "/v1/health",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let none = raw_request(&mut tcp(&d), "GET", "/v1/health", &[], "");
+    assert_eq!(
+        (none.status, none.body.contains("unauthorized")),
+        (401, true)
+    );
+    let wrong = raw_request(
+        &mut tcp(&d),
+        "GET",
+        "/v1/health",
+        &[("Authorization", "Bearer nope")],
+        "",
+    );
+    assert_eq!(wrong.status, 401);
+    let q = raw_request(
+        &mut tcp(&d),
+        "GET",
+        &format!("/v1/health?token={token}"),
+        &[],
+        "",
+    );
+    assert_eq!(q.status, 400);
+    assert!(!d.log().contains(&token), "the token is never logged");
+    let origin = raw_request(
+        &mut tcp(&d),
+        "GET",
+        "/v1/health",
+        &[
+            ("Authorization", &bearer),
+            ("Origin", "http://evil.example"),
+        ],
+        "",
+    );
+    assert_eq!(origin.status, 403);
+    assert!(!origin.body.is_empty());
+    let host = raw_request(
+        &mut tcp(&d),
+        "GET",
+        "/v1/health",
+        &[("Authorization", &bearer), ("Host", "evil.example:80")],
+        "",
+    );
+    assert_eq!(host.status, 403);
+    let v6 = format!("[::1]:{}", d.tcp_port());
+    let host_ok = raw_request(
+        &mut tcp(&d),
+        "GET",
+        "/v1/health",
+        &[("Authorization", &bearer), ("Host", &v6)],
+        "",
+    );
+    assert_eq!(host_ok.status, 200);
+    let unknown = raw_request(
+        &mut tcp(&d),
+        "GET",
+        "/v1/nope",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert_eq!(
+        (unknown.status, unknown.body.contains("not_found")),
+        (404, true)
+    );
+}
+
+#[test]
+fn oversized_and_malformed_bodies_get_clear_errors_and_write_nothing() {
+    let w = World::new("alice,bob", &["--no-rate-limit"]);
+    let d = Daemon::start(&w.config_dir("alice"), &[]);
+    let big = json!({"to": "*", "message": "x".repeat(300 * 1024)}).to_string();
+    let r = d.request("POST", "/v1/send", Some(&big)).expect("send");
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.json()["error"], "payload_too_large");
+    let too_big_for_broker = json!({"to": "*", "message": "y".repeat(60_000)}).to_string();
+    let r = d
+        .request("POST", "/v1/send", Some(&too_big_for_broker))
+        .expect("send");
+    assert_eq!(r.status, 413, "{}", r.body);
+    for bad in [
+        "{",
+        "[]",
+        r#"{"to":"*"}"#,
+        r#"{"to":"*","message":""}"#,
+        r#"{"to":"*","message":"m","priority":"urgent"}"#,
+    ] {
+        let r = d.request("POST", "/v1/send", Some(bad)).expect("send");
+        assert_eq!(
+            (r.status, r.json()["error"].clone()),
+            (400, json!("invalid_request")),
+            "{bad}: {}",
+            r.body
+        );
+    }
+    let r = d
+        .request(
+            "POST",
+            "/v1/send",
+            Some(r#"{"to":"*","message":"m","mesh":"nope"}"#),
+        )
+        .expect("send");
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("unknown_mesh"))
+    );
+    let h = d.get("/v1/health").expect("health").json();
+    assert_eq!(h["outbox"]["pending"], 0, "nothing was written");
+    let list = d.get("/v1/outbox").expect("outbox").json();
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn requests_over_the_in_flight_cap_get_429_daemon_busy() {
+    let w = World::new("alice", &["--no-rate-limit"]);
+    let d = Daemon::start(
+        &w.config_dir("alice"),
+        &[("CLAUDEMESH_IPC_MAX_INFLIGHT", "4")],
+    );
+    // Four requests that stay in flight: headers promise a body that never comes.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = UnixStream::connect(d.socket()).expect("connect");
+        write!(
+            s,
+            "POST /v1/send HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{{"
+        )
+        .expect("write");
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let r = d.request_with_headers("GET", "/v1/health", &[], "");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("daemon_busy"));
+    drop(held);
+    assert!(wait_until(Duration::from_secs(5), || d
+        .get("/v1/health")
+        .is_ok_and(|r| r.status == 200)));
+}
