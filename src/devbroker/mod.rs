@@ -8,7 +8,7 @@
 //! - [`cli`]: `claudemeshd dev-mesh …` and `claudemeshd dev-broker …` (their clap arguments and
 //!   runners).
 //! - `mesh`: `dev-mesh create`/`revoke` and the members' `config.json` files.
-//! - `state`, `queue`: the SQLite state under `--state DIR`.
+//! - `state`, `queue`, `peer_state`: the SQLite state under `--state DIR`.
 //! - `server`: actix-web, the exact-`/ws` path rule; `session`: one task per WebSocket;
 //!   `hub`: the thread that owns the live state and routes every frame.
 //! - `hello_check`, `rate`, `ids`: pure helpers.
@@ -24,6 +24,7 @@ mod hello_check;
 mod hub;
 mod ids;
 mod mesh;
+mod peer_state;
 mod queue;
 mod rate;
 mod server;
