@@ -518,6 +518,23 @@ async fn every_hello_rejection_is_an_error_frame_then_its_close_code() {
 }
 
 #[actix_web::test]
+async fn the_101st_connection_of_a_mesh_is_refused_with_capacity() {
+    let mesh = Mesh::new(&["alice"]);
+    let broker = mesh.broker(|_| {}).await;
+    let alice = mesh.member("alice");
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(join(&broker.url(), &alice).await);
+    }
+    let (error, close) = rejected(&broker.url(), hello(&alice, None, "one-too-many")).await;
+    assert_eq!(error["code"], "capacity");
+    assert_eq!(close, Some((1008, "capacity".into())));
+    held.pop().unwrap().close().await;
+    join(&broker.url(), &alice).await;
+    broker.stop().await.unwrap();
+}
+
+#[actix_web::test]
 async fn frames_before_hello_get_no_hello_and_the_socket_stays_open() {
     let mesh = Mesh::new(&["alice"]);
     let broker = mesh.broker(|_| {}).await;
@@ -1716,4 +1733,24 @@ async fn replaying_the_recorded_seed_sessions_gets_the_same_frame_types_and_key_
     ] {
         assert!(covered.contains(kind), "{kind} not covered: {covered:?}");
     }
+}
+
+#[actix_web::test]
+async fn a_malformed_send_spends_a_rate_limit_token_like_on_the_real_broker() {
+    let mesh = Mesh::new(&["alice", "bob"]);
+    let broker = mesh.broker(|_| {}).await;
+    let bob = mesh.member("bob");
+    let mut a = join(&broker.url(), &mesh.member("alice")).await;
+    let _b = join(&broker.url(), &bob).await;
+    for i in 0..10 {
+        a.send(dm(&format!("bad-{i}"), &bob.pubkey, "urgent")).await;
+    }
+    a.send(dm("good", &bob.pubkey, "now")).await;
+    a.send(dm("bad-11", &bob.pubkey, "urgent")).await;
+    for id in ["good", "bad-11"] {
+        let ack = a.recv_kind("ack", None).await;
+        assert_eq!(ack["id"], id);
+        assert_eq!(ack["error"], errors::RATE_LIMIT_ERROR);
+    }
+    broker.stop().await.unwrap();
 }
