@@ -1754,3 +1754,12 @@ async fn a_malformed_send_spends_a_rate_limit_token_like_on_the_real_broker() {
     }
     broker.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_broker_starts_serves_and_stops_inside_a_plain_tokio_runtime() {
+    let mesh = Mesh::new(&["alice"]);
+    let broker = mesh.broker(|_| {}).await;
+    let ok = raw_upgrade(broker.port(), "/ws").await;
+    assert!(ok.starts_with(b"HTTP/1.1 101"));
+    broker.stop().await.unwrap();
+}

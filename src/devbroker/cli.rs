@@ -25,9 +25,10 @@ pub struct DevMeshArgs {
 /// `dev-mesh` subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum DevMeshCmd {
-    /// Create (or extend) the mesh in the state directory: one member per name with a fresh
-    /// ed25519 keypair, and OUT/<name>/config.json for each (a complete claudemesh config
-    /// directory: use it as CLAUDEMESH_CONFIG_DIR). Prints one JSON line
+    /// Create (or extend) the mesh of a state directory, one member per name
+    ///
+    /// Each member gets a fresh ed25519 keypair and OUT/<name>/config.json, a complete
+    /// claudemesh config directory (use it as CLAUDEMESH_CONFIG_DIR). Prints one JSON line
     /// {"mesh_id","members":[{name,member_id,pubkey,config_dir}]}.
     Create {
         /// Dev broker state directory (created if missing); a running dev broker on it sees
@@ -44,8 +45,10 @@ pub enum DevMeshCmd {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
-    /// Mark a member revoked: a running dev broker closes its sockets with 4002 `banned`
-    /// (within ~200 ms) and answers its next hellos with `revoked`.
+    /// Mark a member revoked
+    ///
+    /// A running dev broker closes its sockets with 4002 `banned` (within ~200 ms) and answers
+    /// its next hellos with `revoked`. Prints one JSON line {"revoked","member_id","pubkey"}.
     Revoke {
         /// Dev broker state directory.
         #[arg(long, value_name = "DIR")]
