@@ -509,3 +509,19 @@ fn profile_is_applied_and_peers_list_includes_it_after_reconnect() {
         bob.get("/v1/peers").map(|r| r.body).unwrap_or_default()
     );
 }
+
+#[test]
+fn a_name_matching_two_peers_is_ambiguous_and_a_hex_prefix_resolves() {
+    let w = World::new("alice,bob,Bob", &NO_RATE);
+    let alice = Daemon::start(&w.config_dir("alice"), &[]);
+    let bob = Daemon::start(&w.config_dir("bob"), &[]);
+    let _bob2 = Daemon::start(&w.config_dir("Bob"), &[]);
+    let r = alice.post("/v1/send", &json!({"to": "BOB", "message": "which one?"}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["error"], "ambiguous_peer");
+    assert_eq!(r.json()["candidates"].as_array().map(Vec::len), Some(2));
+    let prefix = &w.pubkey("bob")[..20];
+    let r = alice.post("/v1/send", &json!({"to": prefix, "message": "by prefix"}));
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(wait_until(Duration::from_secs(10), || bob.inbox_bodies() == ["by prefix"]));
+}
