@@ -22,7 +22,8 @@ demo: build
 	BIN=$(BIN) scripts/demo.sh
 
 release:
-	$(CARGO) build --release --workspace --bins --benches
+	$(CARGO) build --release --workspace --bins
 
-bench: release
+bench:
 	$(CARGO) run --release -p claudemesh-actors --example store_bench
+	$(CARGO) bench --bench daemon

@@ -198,7 +198,8 @@ where
         .map_err(|e| DaemonError::Io(format!("starting the IPC server: {e}")))?;
         files::write_private_file(&pid_file, format!("{me}\n").as_bytes())
             .map_err(|e| DaemonError::Io(e.to_string()))?;
-        log::info!(
+        // One bare JSON line on stderr (no log prefix) so supervisors and scripts can parse it.
+        eprintln!(
             "{}",
             serde_json::json!({
                 "msg": "daemon_started",
@@ -217,7 +218,7 @@ where
     let _ = std::fs::remove_file(dirs.socket());
     let _ = std::fs::remove_file(dirs.pid_file());
     drop(lock);
-    log::info!(
+    eprintln!(
         "{}",
         serde_json::json!({"msg": "daemon_shutdown", "pid": me})
     );

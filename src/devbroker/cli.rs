@@ -25,9 +25,10 @@ pub struct DevMeshArgs {
 /// `dev-mesh` subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum DevMeshCmd {
-    /// Create (or extend) the mesh in the state directory: one member per name with a fresh
-    /// ed25519 keypair, and OUT/<name>/config.json for each (a complete claudemesh config
-    /// directory: use it as CLAUDEMESH_CONFIG_DIR). Prints one JSON line
+    /// Create (or extend) the mesh of a state directory, one member per name
+    ///
+    /// Each member gets a fresh ed25519 keypair and OUT/<name>/config.json, a complete
+    /// claudemesh config directory (use it as CLAUDEMESH_CONFIG_DIR). Prints one JSON line
     /// {"mesh_id","members":[{name,member_id,pubkey,config_dir}]}.
     Create {
         /// Dev broker state directory (created if missing); a running dev broker on it sees
@@ -44,8 +45,10 @@ pub enum DevMeshCmd {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
-    /// Mark a member revoked: a running dev broker closes its sockets with 4002 `banned`
-    /// (within ~200 ms) and answers its next hellos with `revoked`.
+    /// Mark a member revoked
+    ///
+    /// A running dev broker closes its sockets with 4002 `banned` (within ~200 ms) and answers
+    /// its next hellos with `revoked`. Prints one JSON line {"revoked","member_id","pubkey"}.
     Revoke {
         /// Dev broker state directory.
         #[arg(long, value_name = "DIR")]
@@ -134,6 +137,36 @@ pub fn run_dev_mesh(args: DevMeshArgs) -> i32 {
 /// Runs the dev broker in an actix `System` until SIGTERM or SIGINT, then closes every socket
 /// with 1001 `shutting down` and returns 0; returns 1 if it cannot start.
 pub fn run_dev_broker(args: DevBrokerArgs) -> i32 {
+    actix_web::rt::System::new().block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Handlers first, so a SIGTERM right after the ready line is a clean stop.
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => (term, int),
+            (Err(err), _) | (_, Err(err)) => {
+                eprintln!("claudemeshd dev-broker: cannot install signal handlers: {err}");
+                return 1;
+            }
+        };
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => log::info!("dev broker: SIGTERM, shutting down"),
+                _ = int.recv() => log::info!("dev broker: SIGINT, shutting down"),
+            }
+        };
+        serve(args, print_line, shutdown).await
+    })
+}
+
+/// The body of `dev-broker`: starts the broker, hands the ready line to `ready`, runs until
+/// `shutdown` completes, then stops cleanly. Returns the exit code.
+pub async fn serve(
+    args: DevBrokerArgs,
+    ready: impl FnOnce(&str),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> i32 {
     let opts = DevBrokerOptions {
         state_dir: args.state,
         listen: args.listen,
@@ -142,22 +175,6 @@ pub fn run_dev_broker(args: DevBrokerArgs) -> i32 {
         ping_interval_ms: args.ping_interval_ms,
         stale_after_ms: args.stale_after_ms,
     };
-    actix_web::rt::System::new().block_on(serve(opts))
-}
-
-async fn serve(opts: DevBrokerOptions) -> i32 {
-    use tokio::signal::unix::{signal, SignalKind};
-    // Handlers first, so a SIGTERM right after the ready line is a clean stop.
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(term), Ok(int)) => (term, int),
-        (Err(err), _) | (_, Err(err)) => {
-            eprintln!("claudemeshd dev-broker: cannot install signal handlers: {err}");
-            return 1;
-        }
-    };
     let broker = match start(opts).await {
         Ok(broker) => broker,
         Err(err) => {
@@ -165,11 +182,8 @@ async fn serve(opts: DevBrokerOptions) -> i32 {
             return 1;
         }
     };
-    print_line(&json!({"msg": "dev_broker_started", "url": broker.url()}).to_string());
-    tokio::select! {
-        _ = term.recv() => log::info!("dev broker: SIGTERM, shutting down"),
-        _ = int.recv() => log::info!("dev broker: SIGINT, shutting down"),
-    }
+    ready(&json!({"msg": "dev_broker_started", "url": broker.url()}).to_string());
+    shutdown.await;
     match broker.stop().await {
         Ok(()) => 0,
         Err(err) => {
@@ -178,3 +192,7 @@ async fn serve(opts: DevBrokerOptions) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "cli_tests.rs"]
+mod tests;

@@ -65,7 +65,9 @@ pub fn create_mesh(
     let out_dir = absolute(out_dir)?;
     let mut conn = state::open(state_dir)?;
     let now = now_ms();
-    let tx = conn.transaction().map_err(state::sql("begin create"))?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(state::sql("begin create"))?;
     let mesh = match state::mesh(&tx)? {
         Some(mesh) => mesh,
         None => {

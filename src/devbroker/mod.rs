@@ -8,7 +8,7 @@
 //! - [`cli`]: `claudemeshd dev-mesh …` and `claudemeshd dev-broker …` (their clap arguments and
 //!   runners).
 //! - `mesh`: `dev-mesh create`/`revoke` and the members' `config.json` files.
-//! - `state`, `queue`: the SQLite state under `--state DIR`.
+//! - `state`, `queue`, `peer_state`: the SQLite state under `--state DIR`.
 //! - `server`: actix-web, the exact-`/ws` path rule; `session`: one task per WebSocket;
 //!   `hub`: the thread that owns the live state and routes every frame.
 //! - `hello_check`, `rate`, `ids`: pure helpers.
@@ -24,6 +24,7 @@ mod hello_check;
 mod hub;
 mod ids;
 mod mesh;
+mod peer_state;
 mod queue;
 mod rate;
 mod server;
@@ -44,6 +45,7 @@ use tokio::sync::oneshot;
 pub use error::DevBrokerError;
 pub use mesh::{create_mesh, revoke_member, CreatedMember, MeshCreated, MESH_SLUG};
 pub use rate::RATE_LIMIT_ERROR;
+pub use state::MemberRow;
 
 use hub::msg::HubCmd;
 use hub::{Hub, HubOptions};
@@ -57,8 +59,10 @@ pub mod errors {
     pub use super::rate::RATE_LIMIT_ERROR;
 }
 
-/// How long [`DevBroker::stop`] waits for sessions to write their 1001 close frames.
+/// How long [`DevBroker::stop`] waits for sessions to queue their 1001 close frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long it then waits for clients to close their connections before dropping them.
+const DISCONNECT_GRACE: Duration = Duration::from_millis(100);
 
 /// Settings of one dev broker run.
 #[derive(Clone, Debug)]
@@ -99,6 +103,7 @@ pub struct DevBroker {
     server: ServerHandle,
     hub_thread: Option<std::thread::JoinHandle<()>>,
     live: Arc<AtomicUsize>,
+    open_conns: Arc<AtomicUsize>,
     stopped: bool,
 }
 
@@ -128,7 +133,8 @@ pub async fn start(opts: DevBrokerOptions) -> Result<DevBroker, DevBrokerError> 
         },
         live: live.clone(),
     });
-    let (server, addr) = match server::bind(opts.listen, shared) {
+    let open_conns = Arc::new(AtomicUsize::new(0));
+    let (server, addr) = match server::bind(opts.listen, shared, open_conns.clone()) {
         Ok(bound) => bound,
         Err(err) => {
             let _ = hub_tx.send(HubCmd::Exit);
@@ -149,6 +155,7 @@ pub async fn start(opts: DevBrokerOptions) -> Result<DevBroker, DevBrokerError> 
         server: handle,
         hub_thread: Some(hub_thread),
         live,
+        open_conns,
         stopped: false,
     })
 }
@@ -220,7 +227,7 @@ impl DevBroker {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        server::stop(&self.server).await;
+        server::stop(&self.server, &self.open_conns, DISCONNECT_GRACE).await;
         let _ = self.hub.send(HubCmd::Exit);
         if let Some(thread) = self.hub_thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;

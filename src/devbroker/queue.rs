@@ -156,3 +156,61 @@ pub fn claim_for_drain(
     tx.commit().map_err(sql("commit drain"))?;
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devbroker::state;
+
+    fn row(id: &str, target: &str, priority: &str, created_at: i64) -> QueueRow {
+        QueueRow {
+            id: id.into(),
+            mesh_id: "m".into(),
+            sender_member_id: "s".into(),
+            sender_session_pubkey: None,
+            target_spec: target.into(),
+            priority: priority.into(),
+            nonce: "n".into(),
+            ciphertext: "c".into(),
+            created_at,
+            client_message_id: Some(format!("cm-{id}")),
+            request_fingerprint: Some(format!("fp-{id}")),
+        }
+    }
+
+    #[test]
+    fn a_drain_claims_matching_rows_once_in_insertion_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = state::open(dir.path()).unwrap();
+        for (id, target, priority) in [
+            ("z", "bob", "next"),
+            ("a", "bob", "now"),
+            ("x", "carol", "now"),
+            ("l", "bob", "low"),
+        ] {
+            insert_queue(&conn, &row(id, target, priority, 5)).unwrap();
+        }
+        let targets = vec!["bob".to_owned()];
+        let urgent = claim_for_drain(&mut conn, "m", &targets, &["now"], 9).unwrap();
+        assert_eq!(
+            urgent.iter().map(|d| d.row.id.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(urgent[0].sender_member_pubkey, "");
+        let rest = claim_for_drain(&mut conn, "m", &targets, &["now", "next", "low"], 9).unwrap();
+        assert_eq!(
+            rest.iter().map(|d| d.row.id.as_str()).collect::<Vec<_>>(),
+            ["z", "l"]
+        );
+        assert!(
+            claim_for_drain(&mut conn, "m", &targets, &["now", "next", "low"], 9)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            find_client_message(&conn, "m", "cm-z").unwrap(),
+            Some(("z".into(), Some("fp-z".into())))
+        );
+        assert_eq!(find_client_message(&conn, "m", "cm-none").unwrap(), None);
+    }
+}

@@ -12,6 +12,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::StatusCode;
@@ -38,10 +39,28 @@ pub struct Shared {
 #[derive(Clone, Copy, Debug)]
 struct ConnFd(RawFd);
 
-/// Binds `listen` and returns the (not yet polled) server and the address actually bound.
+/// Counts one open TCP connection for as long as the connection's data lives.
+struct ConnGuard(Arc<AtomicUsize>);
+
+impl ConnGuard {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::SeqCst);
+        ConnGuard(open.clone())
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Binds `listen` and returns the (not yet polled) server and the address actually bound;
+/// `open_conns` counts the open TCP connections.
 pub fn bind(
     listen: SocketAddr,
     shared: Arc<Shared>,
+    open_conns: Arc<AtomicUsize>,
 ) -> Result<(Server, SocketAddr), DevBrokerError> {
     let data = web::Data::from(shared);
     let server = HttpServer::new(move || {
@@ -52,10 +71,11 @@ pub fn bind(
     .workers(1)
     .disable_signals()
     .shutdown_timeout(1)
-    .on_connect(|conn, ext| {
+    .on_connect(move |conn, ext| {
         if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
             ext.insert(ConnFd(tcp.as_raw_fd()));
         }
+        ext.insert(ConnGuard::new(&open_conns));
     })
     .bind(listen)
     .map_err(|source| DevBrokerError::Bind {
@@ -129,7 +149,14 @@ fn drop_connection(req: &HttpRequest) {
     }
 }
 
-/// Stops the server: graceful, bounded by the 1 s shutdown timeout.
-pub async fn stop(handle: &ServerHandle) {
-    handle.stop(true).await;
+/// Stops the server once the sessions have queued their close frames: waits up to `grace`
+/// for the clients to close their connections (a well-behaved client closes TCP after the close
+/// handshake) and then drops whatever is left. (actix's own graceful stop re-checks its
+/// connections only once a second.)
+pub async fn stop(handle: &ServerHandle, open_conns: &AtomicUsize, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    while open_conns.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    handle.stop(false).await;
 }

@@ -88,7 +88,10 @@ impl SessionTask {
         let mut ticker = interval_at(Instant::now() + period, period);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            // Biased towards reading: a frame already received when the hub's `hello_ack`
+            // arrives is handled first, so a frame pipelined behind a hello gets `no_hello`.
             tokio::select! {
+                biased;
                 incoming = self.stream.recv(), if !half_open => match incoming {
                     Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text, &mut auth).await,
                     Some(Ok(AggregatedMessage::Binary(bytes))) => {

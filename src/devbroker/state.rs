@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use claudemesh_actors::wire::Group;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{Map, Value};
 
 use super::error::DevBrokerError;
@@ -115,23 +115,6 @@ impl MemberRow {
     }
 }
 
-/// What the broker remembers of a member between connections (`mesh.peer_state`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct PeerState {
-    /// Groups of the last connection to close.
-    pub groups: Vec<Group>,
-    /// Its summary (`""` when none).
-    pub summary: String,
-    /// Its visibility; a hidden member reconnects hidden (§10 item 15).
-    pub visible: bool,
-    /// Its profile object.
-    pub profile: Map<String, Value>,
-    /// `{messagesIn, messagesOut, toolCalls, errors}`.
-    pub stats: Map<String, Value>,
-    /// When it closed.
-    pub last_seen_at: i64,
-}
-
 /// Serialises a value into a JSON column.
 pub(super) fn to_json<T: serde::Serialize>(
     what: &'static str,
@@ -152,14 +135,14 @@ pub fn db_path(state_dir: &Path) -> PathBuf {
 /// Opens (creating the directory 0700 and the database when missing) and migrates the state.
 pub fn open(state_dir: &Path) -> Result<Connection, DevBrokerError> {
     create_private_dir(state_dir)?;
-    let conn = Connection::open(db_path(state_dir)).map_err(sql("open"))?;
+    let mut conn = Connection::open(db_path(state_dir)).map_err(sql("open"))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(sql("set busy timeout"))?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sql("enable WAL"))?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(sql("set synchronous"))?;
-    migrate(&conn)?;
+    migrate(&mut conn)?;
     Ok(conn)
 }
 
@@ -180,18 +163,23 @@ pub fn create_private_dir(dir: &Path) -> Result<(), DevBrokerError> {
         })
 }
 
-fn migrate(conn: &Connection) -> Result<(), DevBrokerError> {
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(sql("read schema version"))?;
+fn migrate(conn: &mut Connection) -> Result<(), DevBrokerError> {
     for (index, migration) in MIGRATIONS.iter().enumerate() {
         let target = i64::try_from(index).unwrap_or(i64::MAX) + 1;
-        if version >= target {
-            continue;
+        // The version is read inside the write transaction: a `dev-mesh create` and a broker
+        // opening a new state directory at the same moment migrate it once.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("begin migration"))?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql("read schema version"))?;
+        if version < target {
+            tx.execute_batch(migration).map_err(sql("migrate"))?;
+            tx.pragma_update(None, "user_version", target)
+                .map_err(sql("set schema version"))?;
         }
-        let batch =
-            format!("BEGIN IMMEDIATE;\n{migration}\nPRAGMA user_version = {target};\nCOMMIT;");
-        conn.execute_batch(&batch).map_err(sql("migrate"))?;
+        tx.commit().map_err(sql("commit migration"))?;
     }
     Ok(())
 }
@@ -372,75 +360,6 @@ pub fn set_peer_grants(
     Ok(())
 }
 
-/// The saved state of `(mesh, member)`, if the member has ever disconnected.
-pub fn load_peer_state(
-    conn: &Connection,
-    mesh_id: &str,
-    member_id: &str,
-) -> Result<Option<PeerState>, DevBrokerError> {
-    let raw = conn
-        .query_row(
-            "SELECT groups, summary, visible, profile, stats, last_seen_at FROM peer_state
-             WHERE mesh_id = ?1 AND member_id = ?2",
-            params![mesh_id, member_id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, bool>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            },
-        )
-        .optional()
-        .map_err(sql("read peer_state"))?;
-    let Some((groups, summary, visible, profile, stats, last_seen_at)) = raw else {
-        return Ok(None);
-    };
-    let json = |what: &'static str, text: &str| -> Result<Value, DevBrokerError> {
-        serde_json::from_str(text).map_err(|source| DevBrokerError::Json { what, source })
-    };
-    let object = |value: Value| match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
-    Ok(Some(PeerState {
-        groups: serde_json::from_str(&groups).map_err(|source| DevBrokerError::Json {
-            what: "peer_state.groups",
-            source,
-        })?,
-        summary,
-        visible,
-        profile: object(json("peer_state.profile", &profile)?),
-        stats: object(json("peer_state.stats", &stats)?),
-        last_seen_at,
-    }))
-}
-
-/// Saves (replacing) the state of `(mesh, member)`.
-pub fn save_peer_state(
-    conn: &Connection,
-    mesh_id: &str,
-    member_id: &str,
-    state: &PeerState,
-) -> Result<(), DevBrokerError> {
-    conn.execute(
-        "INSERT OR REPLACE INTO peer_state
-             (mesh_id, member_id, groups, summary, visible, profile, stats, last_seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            mesh_id,
-            member_id,
-            to_json("peer_state.groups", &state.groups)?,
-            state.summary,
-            state.visible,
-            to_json("peer_state.profile", &state.profile)?,
-            to_json("peer_state.stats", &state.stats)?,
-            state.last_seen_at
-        ],
-    )
-    .map_err(sql("save peer_state"))?;
-    Ok(())
-}
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -339,6 +339,13 @@ impl World {
     }
 }
 
+/// A response with its raw header block.
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
 /// Writes one HTTP/1.1 request with `headers` on `stream` and reads the response.
 pub fn raw_request<S: std::io::Read + std::io::Write>(
     stream: &mut S,
@@ -346,7 +353,7 @@ pub fn raw_request<S: std::io::Read + std::io::Write>(
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> Response {
+) -> RawResponse {
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()

@@ -398,3 +398,114 @@ fn daemon_shuts_down_cleanly_on_sigterm() {
     assert!(!alice.daemon_dir.join("daemon.pid").exists());
     assert!(alice.log().contains("daemon_shutdown"));
 }
+
+#[test]
+fn pending_dead_and_aborted_rows_answer_their_idempotency_cells_and_requeue_keeps_the_dm() {
+    let w = World::new("alice,bob", &NO_RATE);
+    let alice = Daemon::start(
+        &w.config_dir("alice"),
+        &[("CLAUDEMESH_OUTBOX_MAX_ATTEMPTS", "1")],
+    );
+    let bob_key = w.pubkey("bob");
+    // bob is offline: the DM waits as pending without spending attempts.
+    let first = json!({"to": bob_key, "message": "p", "client_message_id": "p-1"});
+    assert_eq!(alice.post("/v1/send", &first).status, 202);
+    std::thread::sleep(Duration::from_millis(300));
+    let again = alice.post("/v1/send", &first);
+    assert_eq!(
+        (again.status, again.json()["status"].clone()),
+        (202, json!("queued"))
+    );
+    let other = alice.post(
+        "/v1/send",
+        &json!({"to": bob_key, "message": "q", "client_message_id": "p-1"}),
+    );
+    assert_eq!(other.status, 409);
+    assert_eq!(
+        other.json()["conflict"],
+        "outbox_pending_fingerprint_mismatch"
+    );
+
+    // A frozen broker never acks: the ack timeout is a counted attempt, and max_attempts=1 kills it.
+    let pid = w.broker.child.id() as libc::pid_t;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let doomed = json!({"to": "*", "message": "d", "client_message_id": "d-1"});
+    assert_eq!(alice.post("/v1/send", &doomed).status, 202);
+    let dead = wait_until(Duration::from_secs(15), || {
+        alice.post("/v1/send", &doomed).json()["conflict"] == "outbox_dead_fingerprint_match"
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(dead, "{}", alice.log());
+    let r = alice.post("/v1/send", &doomed).json();
+    assert_eq!(r["reason"], "ack_timeout");
+    let r = alice.post(
+        "/v1/send",
+        &json!({"to": "*", "message": "e", "client_message_id": "d-1"}),
+    );
+    assert_eq!(r.json()["conflict"], "outbox_dead_fingerprint_mismatch");
+
+    // Requeue the pending DM under a new id: routing fields are kept (it stays a DM to bob).
+    let rows = alice
+        .get("/v1/outbox?status=pending")
+        .expect("outbox")
+        .json();
+    let id = rows["items"][0]["id"].as_i64().expect("row id");
+    let rq = alice.post(
+        "/v1/outbox/requeue",
+        &json!({"id": id, "new_client_message_id": "p-2"}),
+    );
+    assert_eq!(rq.status, 200, "{}", rq.body);
+    assert_eq!(rq.json()["new_client_message_id"], "p-2");
+    let aborted = alice.post("/v1/send", &first);
+    assert_eq!(
+        aborted.json()["conflict"],
+        "outbox_aborted_fingerprint_match"
+    );
+    let new_row = alice
+        .get(&format!("/v1/outbox/{}", rq.json()["new_row_id"]))
+        .expect("row")
+        .json();
+    assert_eq!(new_row["to"], bob_key.as_str());
+    assert_eq!(new_row["target"], bob_key.as_str());
+    let bob = Daemon::start(&w.config_dir("bob"), &[]);
+    assert!(wait_until(Duration::from_secs(15), || bob.inbox_bodies() == ["p"]));
+    let missing = alice.post("/v1/outbox/requeue", &json!({"id": 99999}));
+    assert_eq!(missing.status, 404);
+}
+
+#[test]
+fn profile_is_applied_and_peers_list_includes_it_after_reconnect() {
+    let mut w = World::new("alice,bob", &NO_RATE);
+    let alice = Daemon::start(&w.config_dir("alice"), &[]);
+    let bob = Daemon::start(&w.config_dir("bob"), &[]);
+    let r = alice.post(
+        "/v1/profile",
+        &json!({"summary": "benchmarking", "title": "tester"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["pending"], false);
+    let bad = alice.post("/v1/profile", &json!({"status": "sleepy"}));
+    assert_eq!(bad.status, 400);
+    w.restart_broker(&NO_RATE);
+    alice.wait_open();
+    bob.wait_open();
+    let alice_key = w.pubkey("alice");
+    let seen = wait_until(Duration::from_secs(10), || {
+        bob.get("/v1/peers").ok().is_some_and(|r| {
+            r.json()["peers"].as_array().is_some_and(|ps| {
+                ps.iter().any(|p| {
+                    p["memberPubkey"] == alice_key.as_str()
+                        && p["summary"] == "benchmarking"
+                        && p["profile"]["title"] == "tester"
+                })
+            })
+        })
+    });
+    assert!(
+        seen,
+        "{}",
+        bob.get("/v1/peers").map(|r| r.body).unwrap_or_default()
+    );
+}

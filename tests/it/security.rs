@@ -158,6 +158,11 @@ fn requests_over_the_in_flight_cap_get_429_daemon_busy() {
     let r = d.request_with_headers("GET", "/v1/health", &[], "");
     assert_eq!(r.status, 429, "{}", r.body);
     assert!(r.body.contains("daemon_busy"));
+    assert!(
+        r.headers.to_ascii_lowercase().contains("retry-after: 1"),
+        "{}",
+        r.headers
+    );
     drop(held);
     assert!(wait_until(Duration::from_secs(5), || d
         .get("/v1/health")

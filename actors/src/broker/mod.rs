@@ -42,6 +42,15 @@ use rate::Pacer;
 
 type WsSink = SinkWrite<WsMessage, SplitSink<Framed<BoxedSocket, Codec>, WsMessage>>;
 
+/// How often overdue acks are looked for.
+const ACK_SWEEP: Duration = Duration::from_millis(100);
+
+/// A send waiting for its ack.
+struct PendingAck {
+    tx: oneshot::Sender<DeliveryOutcome>,
+    deadline: Instant,
+}
+
 /// Backoff caps of successive reconnect attempts (SPEC §4), in ms.
 const BACKOFF_CAPS_MS: [u64; 6] = [1_000, 2_000, 4_000, 8_000, 16_000, 30_000];
 
@@ -93,8 +102,10 @@ pub struct BrokerConnection {
     hello_acked: bool,
     connected_since: Option<i64>,
     last_rx: Instant,
-    /// Send acks awaited, by frame id (the row's client_message_id).
-    pending_acks: HashMap<String, oneshot::Sender<DeliveryOutcome>>,
+    /// Send acks awaited, by frame id (the row's client_message_id), with their deadlines.
+    /// One sweep timer expires them: a timer per send would make every poll of this actor's
+    /// context walk thousands of sleeping futures.
+    pending_acks: HashMap<String, PendingAck>,
     /// Callers waiting for the next `peers_list`.
     peer_waiters: Vec<oneshot::Sender<()>>,
     list_seq: u64,
@@ -224,6 +235,7 @@ impl BrokerConnection {
         });
         let ping = Duration::from_millis(self.cfg.tuning.ping_interval_ms.max(10));
         ctx.run_interval(ping, |act, ctx| act.watchdog(ctx));
+        ctx.run_interval(ACK_SWEEP, |act, _| act.expire_acks());
     }
 
     fn watchdog(&mut self, ctx: &mut Context<Self>) {
@@ -234,6 +246,22 @@ impl BrokerConnection {
         }
         if let Some(sink) = self.sink.as_mut() {
             let _ = sink.write(WsMessage::Ping(Default::default()));
+        }
+    }
+
+    /// Answers `Timeout` to every send whose ack is overdue.
+    fn expire_acks(&mut self) {
+        let now = Instant::now();
+        let overdue: Vec<String> = self
+            .pending_acks
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in overdue {
+            if let Some(p) = self.pending_acks.remove(&id) {
+                let _ = p.tx.send(DeliveryOutcome::Timeout);
+            }
         }
     }
 
@@ -266,8 +294,8 @@ impl BrokerConnection {
                 self.last_error = Some(format!("{code}: {message}"));
             }
             frames::Inbound::Ack(outcome_id, outcome) => {
-                if let Some(tx) = self.pending_acks.remove(&outcome_id) {
-                    let _ = tx.send(outcome);
+                if let Some(p) = self.pending_acks.remove(&outcome_id) {
+                    let _ = p.tx.send(outcome);
                 }
             }
             frames::Inbound::Message(push) => self.on_push(ctx, *push),
@@ -364,8 +392,8 @@ impl Actor for BrokerConnection {
         } else {
             "broker_disconnected"
         };
-        for (_, tx) in self.pending_acks.drain() {
-            let _ = tx.send(DeliveryOutcome::NotConnected {
+        for (_, p) in self.pending_acks.drain() {
+            let _ = p.tx.send(DeliveryOutcome::NotConnected {
                 reason: reason.to_string(),
             });
         }
@@ -440,30 +468,26 @@ impl Handler<DeliverSend> for BrokerConnection {
         }
         let (tx, rx) = oneshot::channel();
         let id = msg.send.client_message_id.clone();
-        self.pending_acks.insert(id.clone(), tx);
         let frame = frames::send(&msg.send);
-        let delay = self.pacer.reserve(now_ms());
+        let delay = self.pacer.reserve(now_ms()).max(0) as u64;
+        let deadline =
+            Instant::now() + Duration::from_millis(self.cfg.tuning.ack_timeout_ms + delay);
+        self.pending_acks
+            .insert(id.clone(), PendingAck { tx, deadline });
         let write = move |act: &mut Self, _ctx: &mut Context<Self>| {
             if act.pending_acks.contains_key(&id) && !act.send_text(frame) {
-                if let Some(tx) = act.pending_acks.remove(&id) {
-                    let _ = tx.send(DeliveryOutcome::NotConnected {
+                if let Some(p) = act.pending_acks.remove(&id) {
+                    let _ = p.tx.send(DeliveryOutcome::NotConnected {
                         reason: "ws_write_failed".into(),
                     });
                 }
             }
         };
-        if delay <= 0 {
+        if delay == 0 {
             write(self, ctx);
         } else {
-            ctx.run_later(Duration::from_millis(delay as u64), write);
+            ctx.run_later(Duration::from_millis(delay), write);
         }
-        let timeout_id = msg.send.client_message_id;
-        let timeout = Duration::from_millis(self.cfg.tuning.ack_timeout_ms + delay.max(0) as u64);
-        ctx.run_later(timeout, move |act, _| {
-            if let Some(tx) = act.pending_acks.remove(&timeout_id) {
-                let _ = tx.send(DeliveryOutcome::Timeout);
-            }
-        });
         Box::pin(async move {
             rx.await.unwrap_or(DeliveryOutcome::NotConnected {
                 reason: "broker_disconnected".into(),

@@ -11,7 +11,8 @@ use super::msg::{ConnId, Outgoing};
 use super::{Hub, Presence};
 use crate::devbroker::hello_check::{check_session_pubkey, check_signature};
 use crate::devbroker::ids::row_id;
-use crate::devbroker::state::{self, MemberRow, PeerState};
+use crate::devbroker::peer_state::{self, PeerState};
+use crate::devbroker::state::{self, MemberRow};
 
 /// Connections a mesh may hold at once (`MAX_CONNECTIONS_PER_MESH`).
 pub const MAX_CONNECTIONS_PER_MESH: usize = 100;
@@ -86,7 +87,7 @@ impl Hub {
         check_signature(raw, now_ms()).map_err(|r| reject(r.code(), r.message()))?;
         let member = self.lookup_member(mesh_id, raw)?;
         let hello = typed.ok_or(Refusal::Silent)?;
-        let restored = state::load_peer_state(&self.db, &member.mesh_id, &member.id)
+        let restored = peer_state::load_peer_state(&self.db, &member.mesh_id, &member.id)
             .unwrap_or_else(|err| {
                 log::warn!("dev broker: loading peer_state of {}: {err}", member.id);
                 None

@@ -38,8 +38,9 @@ pub use self::send::{FINGERPRINT_MISMATCH_ERROR, GRANTS_ERROR, MAX_MESSAGE_BYTES
 
 use self::msg::{ConnId, HubCmd, Outgoing};
 use super::ids::uuid_v4;
+use super::peer_state::{self, PeerState};
 use super::rate::RateLimiter;
-use super::state::{self, PeerState};
+use super::state;
 
 /// How often revocations made by `dev-mesh revoke` are looked for.
 const REVOKE_POLL: Duration = Duration::from_millis(200);
@@ -310,9 +311,12 @@ impl Hub {
                 stats,
                 last_seen_at: now_ms(),
             };
-            if let Err(err) =
-                state::save_peer_state(&self.db, &presence.mesh_id, &presence.member_id, &saved)
-            {
+            if let Err(err) = peer_state::save_peer_state(
+                &self.db,
+                &presence.mesh_id,
+                &presence.member_id,
+                &saved,
+            ) {
                 log::warn!(
                     "dev broker: saving peer_state of {}: {err}",
                     presence.member_id

@@ -83,8 +83,15 @@ impl Hub {
                 });
                 self.send_frame(conn, &set_reply(req_id));
             }
+            // The broker takes the rate-limit token before it reads any other field of a
+            // `send`, so a malformed one still spends a token (and, when none is left, gets
+            // the rate-limit ack); otherwise it throws later and answers nothing.
+            ClientFrame::Malformed { kind, raw, .. } if kind == "send" => {
+                let id = raw.get("id").and_then(Value::as_str).unwrap_or_default();
+                self.take_send_token(conn, id);
+            }
             // A second hello on an authenticated socket, `client_ack` (head; seed ignores the
-            // type), unknown types and malformed frames: no answer.
+            // type), unknown types and other malformed frames: no answer.
             ClientFrame::Hello(_)
             | ClientFrame::ClientAck { .. }
             | ClientFrame::Unknown { .. }

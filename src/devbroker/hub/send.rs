@@ -152,6 +152,19 @@ impl Hub {
         }
     }
 
+    /// Step 1 of every `send`: takes a token from the sender member's bucket; when the bucket
+    /// is empty, answers the rate-limit ack and returns `false`.
+    pub(super) fn take_send_token(&mut self, conn: ConnId, id: &str) -> bool {
+        let Some(member_id) = self.presence(conn).map(|p| p.member_id.clone()) else {
+            return false;
+        };
+        if !self.opts.rate_limit || self.rate.try_take(&member_id, now_ms()) {
+            return true;
+        }
+        self.send_frame(conn, &ack(id, "", false, Some(RATE_LIMIT_ERROR.to_owned())));
+        false
+    }
+
     /// `--dedupe` (SPEC §11): answers a repeated `(mesh, client_message_id)` and returns `true`,
     /// or returns `false` for a first use.
     fn answer_duplicate(

@@ -1,0 +1,353 @@
+//! Daemon benchmark: real processes (dev broker + daemons, release build) on loopback.
+//! Prints one table: accept throughput and latency over the socket at several concurrencies,
+//! end-to-end latency daemon → dev broker → daemon → SSE, drain throughput, idle RSS, and
+//! start-to-health with 100,000 outbox rows. Run with `make bench`. Bounded: every phase has
+//! a fixed amount of work and a timeout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_claudemeshd");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn broker(state: &Path, port: u16) -> (Proc, String, u16) {
+    let mut child = Command::new(BIN)
+        .args(["dev-broker", "--no-rate-limit", "--state"])
+        .arg(state)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    let url = v["url"].as_str().unwrap().to_string();
+    let port = url
+        .trim_start_matches("ws://127.0.0.1:")
+        .trim_end_matches("/ws")
+        .parse()
+        .unwrap();
+    (Proc(child), url, port)
+}
+
+fn daemon(config: &Path) -> Proc {
+    let child = Command::new(BIN)
+        .args(["up", "--no-tcp"])
+        .env("CLAUDEMESH_CONFIG_DIR", config)
+        .env("CLAUDEMESH_BROKER_RATE_BURST", "1000000000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+/// A keep-alive HTTP/1.1 connection to a daemon socket.
+struct Conn {
+    r: BufReader<UnixStream>,
+}
+
+impl Conn {
+    fn open(sock: &Path) -> Option<Conn> {
+        let s = UnixStream::connect(sock).ok()?;
+        Some(Conn {
+            r: BufReader::new(s),
+        })
+    }
+
+    fn call(&mut self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.r.get_mut().write_all(req.as_bytes()).unwrap();
+        let mut line = String::new();
+        self.r.read_line(&mut line).unwrap();
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut len = 0;
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut buf = vec![0; len];
+        self.r.read_exact(&mut buf).unwrap();
+        (status, String::from_utf8_lossy(&buf).into_owned())
+    }
+}
+
+/// Polls `f` every `every` until it holds or `timeout` passes. (Health counts scan the
+/// outbox, so slow polls keep the measurement honest.)
+fn poll(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(every);
+    }
+    false
+}
+
+fn wait_for(timeout: Duration, f: impl FnMut() -> bool) -> bool {
+    poll(timeout, Duration::from_millis(2), f)
+}
+
+fn health(sock: &Path) -> Option<Value> {
+    let (s, b) = Conn::open(sock)?.call("GET", "/v1/health", "");
+    (s == 200).then(|| serde_json::from_str(&b).ok()).flatten()
+}
+
+fn wait_open(sock: &Path) {
+    assert!(wait_for(Duration::from_secs(20), || health(sock)
+        .is_some_and(|h| h["meshes"][0]["broker_status"] == "open")));
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// `total` accepts from `conc` keep-alive connections; `same_id` repeats one id.
+fn accept_run(sock: &Path, conc: usize, total: usize, same_id: bool, tag: &str) -> (f64, f64, f64) {
+    let lat = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for w in 0..conc {
+            let lat = lat.clone();
+            s.spawn(move || {
+                let mut c = Conn::open(sock).unwrap();
+                let mut mine = Vec::new();
+                for i in 0..total / conc {
+                    let id = if same_id {
+                        "bench-same".to_string()
+                    } else {
+                        format!("{tag}-{w}-{i}")
+                    };
+                    let text = if same_id {
+                        "same payload".to_string()
+                    } else {
+                        format!("payload {i}")
+                    };
+                    // One group per worker: the drain phase then has many destinations.
+                    let body = format!(
+                        r#"{{"to":"@bench{w}","message":"{text}","client_message_id":"{id}"}}"#
+                    );
+                    let t = Instant::now();
+                    let (status, _) = c.call("POST", "/v1/send", &body);
+                    assert!(status == 202 || status == 200, "status {status}");
+                    mine.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                lat.lock().unwrap().extend(mine);
+            });
+        }
+    });
+    let secs = start.elapsed().as_secs_f64();
+    let mut l = lat.lock().unwrap().clone();
+    l.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (l.len() as f64 / secs, pct(&l, 0.5), pct(&l, 0.99))
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("broker");
+    let (broker_proc, url, port) = broker(&state, 0);
+    let out = dir.path().join("out");
+    let o = Command::new(BIN)
+        .args(["dev-mesh", "create", "--state"])
+        .arg(&state)
+        .args(["--broker-url", &url, "--members", "alice,bob", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let (alice_dir, bob_dir): (PathBuf, PathBuf) = (out.join("alice"), out.join("bob"));
+    let alice = daemon(&alice_dir);
+    let bob = daemon(&bob_dir);
+    let (asock, bsock) = (
+        alice_dir.join("daemon/daemon.sock"),
+        bob_dir.join("daemon/daemon.sock"),
+    );
+    wait_open(&asock);
+    wait_open(&bsock);
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_rss = rss_kb(alice.0.id());
+
+    let mut rows: Vec<(String, String)> = Vec::new();
+    println!("claudemeshd benchmark (release build, loopback, 2-core machine)\n");
+    for (conc, total) in [(1usize, 5_000usize), (16, 40_000), (64, 64_000)] {
+        let (rate, p50, p99) = accept_run(&asock, conc, total, false, &format!("c{conc}"));
+        rows.push((
+            format!("accept, unique ids, c={conc}"),
+            format!("{rate:>9.0} req/s   p50 {p50:.3} ms   p99 {p99:.3} ms"),
+        ));
+    }
+    let (rate, p50, p99) = accept_run(&asock, 64, 64_000, true, "same");
+    rows.push((
+        "accept, one repeated id, c=64".into(),
+        format!("{rate:>9.0} req/s   p50 {p50:.3} ms   p99 {p99:.3} ms"),
+    ));
+
+    // Drain: the accepted group sends above go out to the broker; time until none is pending.
+    let drain_start = Instant::now();
+    let before = health(&asock).unwrap()["outbox"]["pending"]
+        .as_i64()
+        .unwrap_or(0)
+        + health(&asock).unwrap()["outbox"]["inflight"]
+            .as_i64()
+            .unwrap_or(0);
+    poll(Duration::from_secs(300), Duration::from_millis(250), || {
+        health(&asock).is_some_and(|h| h["outbox"]["pending"] == 0 && h["outbox"]["inflight"] == 0)
+    });
+    let drained = before as f64 / drain_start.elapsed().as_secs_f64();
+    rows.push((
+        "drain to dev broker (64 destinations, window 32)".into(),
+        format!("{drained:>9.0} msgs/s  ({before} rows)"),
+    ));
+
+    // End-to-end latency at 200 msg/s: alice's socket → broker → bob → bob's SSE.
+    let n = 1_000usize;
+    let sent: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; n]));
+    let mut lat = Vec::with_capacity(n);
+    std::thread::scope(|s| {
+        let sent2 = sent.clone();
+        let bsock = bsock.clone();
+        let reader = s.spawn(move || {
+            let mut st = UnixStream::connect(&bsock).unwrap();
+            st.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            write!(
+                st,
+                "GET /v1/events?kinds=message HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            )
+            .unwrap();
+            let mut r = BufReader::new(st);
+            let mut got = Vec::new();
+            let mut line = String::new();
+            while got.len() < n {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(d) = line.strip_prefix("data: ") {
+                    let now = Instant::now();
+                    let v: Value = serde_json::from_str(d.trim()).unwrap_or(Value::Null);
+                    if let Some(i) = v["body"]
+                        .as_str()
+                        .and_then(|b| b.strip_prefix("e2e "))
+                        .and_then(|x| x.parse::<usize>().ok())
+                    {
+                        if let Some(t) = sent2.lock().unwrap()[i] {
+                            got.push((now - t).as_secs_f64() * 1e3);
+                        }
+                    }
+                }
+            }
+            got
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let mut c = Conn::open(&asock).unwrap();
+        let start = Instant::now();
+        for i in 0..n {
+            let due = start + Duration::from_micros(5_000 * i as u64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            sent.lock().unwrap()[i] = Some(Instant::now());
+            let body = format!(r#"{{"to":"bob","message":"e2e {i}"}}"#);
+            let (status, _) = c.call("POST", "/v1/send", &body);
+            assert_eq!(status, 202);
+        }
+        lat = reader.join().unwrap();
+    });
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    rows.push((
+        "end-to-end DM at 200 msg/s (socket→broker→SSE)".into(),
+        format!(
+            "p50 {:.2} ms   p99 {:.2} ms   ({} of {n} seen)",
+            pct(&lat, 0.5),
+            pct(&lat, 0.99),
+            lat.len()
+        ),
+    ));
+    rows.push((
+        "idle RSS (alice, after start)".into(),
+        format!("{:.1} MB", idle_rss as f64 / 1024.0),
+    ));
+    drop(bob);
+    drop(alice);
+
+    // Start-to-health with 100,000 outbox rows: fill with the broker stopped, restart, time.
+    drop(broker_proc);
+    let fill = daemon(&alice_dir);
+    assert!(wait_for(Duration::from_secs(20), || health(&asock).is_some()));
+    let (_, _, _) = accept_run(&asock, 64, 100_032, false, "fill");
+    let pending = health(&asock).unwrap()["outbox"]["pending"]
+        .as_i64()
+        .unwrap_or(0);
+    drop(fill);
+    let t = Instant::now();
+    let again = daemon(&alice_dir);
+    assert!(wait_for(Duration::from_secs(30), || health(&asock).is_some()));
+    let start_ms = t.elapsed().as_secs_f64() * 1e3;
+    rows.push((
+        format!("start to /v1/health with {pending} pending rows"),
+        format!("{start_ms:.1} ms"),
+    ));
+    drop(again);
+    let _ = port;
+
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        println!("{k:<w$}  {v}");
+    }
+}
