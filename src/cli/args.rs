@@ -110,7 +110,8 @@ pub struct UpArgs {
     /// With --detach: how long to wait for /v1/health before giving up.
     #[arg(long, value_name = "SECS", default_value_t = 30, requires = "detach")]
     pub detach_timeout: u64,
-    /// Append logs to this file (rotated at 10 MB, 3 old files kept) instead of stderr.
+    /// Append logs to this file (rotated at 10 MB, 3 old files kept) instead of stderr
+    /// (with --detach the default is <daemon dir>/daemon.log).
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
 }

@@ -129,7 +129,7 @@ fn detach(ctx: &Ctx, args: &UpArgs) -> Result<Report, CliError> {
         .into());
     }
     files::ensure_private_dir(&dirs.daemon_dir)?;
-    let log = dirs.log_file();
+    let log = args.log_file.clone().unwrap_or_else(|| dirs.log_file());
     let mut child = spawn_background(args, &log)?;
     let pid = child.id();
     let started = Instant::now();
