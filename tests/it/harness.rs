@@ -237,7 +237,7 @@ impl Daemon {
         path: &str,
         headers: &[(&str, &str)],
         body: &str,
-    ) -> Response {
+    ) -> RawResponse {
         raw_request(
             &mut std::os::unix::net::UnixStream::connect(self.socket()).expect("connect"),
             method,
@@ -375,9 +375,13 @@ pub fn raw_request<S: std::io::Read + std::io::Write>(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text
+    let (headers, body) = text
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
+        .map(|(h, b)| (h.to_string(), b.to_string()))
         .unwrap_or_default();
-    Response { status, body }
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
 }

@@ -507,28 +507,32 @@ impl Handler<RateLimited> for BrokerConnection {
 impl Handler<ResolvePeer> for BrokerConnection {
     type Result = ResponseActFuture<Self, Resolution>;
 
+    /// Answers from the cache when it is fresh and knows the name. A miss, or a cache older
+    /// than `max_age_ms`, waits (at most `wait_ms`) for a fresh `peers_list` first: a peer that
+    /// joined a moment ago must not be reported unknown.
     fn handle(&mut self, msg: ResolvePeer, _ctx: &mut Context<Self>) -> Self::Result {
+        let name = msg.name.trim().to_string();
         let fresh = self.peer_cache.is_fresh(now_ms(), msg.max_age_ms);
-        let wait = if fresh || !self.hello_acked {
-            None
-        } else {
-            Some(self.wait_for_peers(msg.wait_ms))
-        };
-        Box::pin(
-            async move {
-                if let Some(w) = wait {
-                    w.await;
-                }
+        let cached = self.peer_cache.resolve(&name, &self.cfg.mesh.pubkey);
+        let settled = matches!(
+            cached,
+            Resolution::Found { .. } | Resolution::Ambiguous { .. }
+        );
+        if !self.hello_acked || (fresh && settled) {
+            let answer = if !self.hello_acked && !fresh {
+                Resolution::Unavailable
+            } else {
+                cached
+            };
+            return Box::pin(actix::fut::ready(answer));
+        }
+        let wait = self.wait_for_peers(msg.wait_ms);
+        Box::pin(wait.into_actor(self).map(move |_, act, _| {
+            if !act.hello_acked && !act.peer_cache.is_fresh(now_ms(), msg.max_age_ms) {
+                return Resolution::Unavailable;
             }
-            .into_actor(self)
-            .map(move |_, act, _| {
-                if !act.hello_acked && !act.peer_cache.is_fresh(now_ms(), msg.max_age_ms) {
-                    return Resolution::Unavailable;
-                }
-                act.peer_cache
-                    .resolve(msg.name.trim(), &act.cfg.mesh.pubkey)
-            }),
-        )
+            act.peer_cache.resolve(&name, &act.cfg.mesh.pubkey)
+        }))
     }
 }
 
