@@ -5,16 +5,22 @@
 //!   into one [`settings::DaemonSettings`] (flag > env > file > default).
 //! - [`daemon`]: `claudemeshd up` — startup checks, actor tree, listeners, ordered shutdown.
 //! - [`http`]: the `/v1` routes, DTOs and the local-API security rules.
-//! - [`client`]: the CLI's HTTP client over the socket or loopback TCP.
-//! - [`cli`]: clap definitions and command output.
+//! - [`client`]: the CLI's HTTP client over the socket or loopback TCP (and its SSE reader).
+//! - [`cli`]: clap definitions, the commands, and all command output.
+//! - [`coldpath`]: `send` straight to the broker when no daemon runs.
+//! - [`service`]: the systemd user unit / launchd agent, rendered from `config/` templates.
+//! - [`logfile`]: the size-rotated log file of a `--detach`ed daemon.
 //! - [`devbroker`]: the development broker (a stand-in for the claudemesh broker; tests and
 //!   demo only).
 
 pub mod cli;
 pub mod client;
+pub mod coldpath;
 pub mod daemon;
 pub mod devbroker;
 pub mod http;
+pub mod logfile;
+pub mod service;
 pub mod settings;
 
 /// Installs rustls' ring provider as the process default (awc's `wss://` needs one).

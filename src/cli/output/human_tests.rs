@@ -1,0 +1,65 @@
+//! Human renderings of representative documents.
+
+use super::*;
+
+#[test]
+fn status_lists_links_and_outbox_depth() {
+    let h = json!({"pid": 7, "version": "0.1.0", "uptime_s": 3, "socket": "/s",
+        "tcp": null, "default_mesh": "w",
+        "meshes": [{"slug": "w", "broker_status": "reconnecting", "last_error": "boom",
+                    "connected_since": null}],
+        "outbox": {"pending": 2, "inflight": 0, "dead": 1, "oldest_pending_age_s": 300},
+        "sse_streams": 0});
+    let text = status(&h);
+    assert!(text.starts_with("running: pid 7, version 0.1.0, up 3 s\n"));
+    assert!(text.contains("tcp: off"));
+    assert!(text.contains("mesh w: reconnecting (last error: boom)"));
+    assert!(text.contains("outbox: 2 pending, 0 inflight, 1 dead; oldest pending: 5 min"));
+}
+
+#[test]
+fn inbox_prints_oldest_first_with_the_cursor() {
+    let v = json!({"items": [
+        {"received_at": "t2", "mesh": "m", "sender_name": "bob", "body": "second"},
+        {"received_at": "t1", "mesh": "m", "sender_pubkey": "0123456789abcdef0123", "body": null}
+    ], "next_before": 5});
+    assert_eq!(
+        inbox(&v),
+        "t1  m  0123456789abcdef: (undecryptable)\nt2  m  bob: second\n(older messages: --before 5)"
+    );
+    assert_eq!(inbox(&json!({"items": []})), "no messages");
+}
+
+#[test]
+fn table_aligns_columns() {
+    let t = table(&[
+        vec!["A".into(), "BB".into(), "C".into()],
+        vec!["long".into(), "x".into(), "y".into()],
+    ]);
+    assert_eq!(t, "A     BB  C\nlong  x   y");
+}
+
+#[test]
+fn events_render_for_humans_and_as_json_lines() {
+    let ev = SseEvent {
+        id: Some("4".into()),
+        event: "message".into(),
+        data: r#"{"kind":"message","mesh":"m","sender_name":"bob","body":"hi"}"#.into(),
+    };
+    assert_eq!(event(&ev), "[4] message m: from bob: hi");
+    assert_eq!(event_json(&ev)["id"], 4);
+    assert_eq!(event_json(&ev)["data"]["body"], "hi");
+    let reset = SseEvent {
+        id: None,
+        event: "reset".into(),
+        data: r#"{"oldest_id":5,"newest_id":9}"#.into(),
+    };
+    assert!(event(&reset).contains("oldest 5, newest 9"));
+}
+
+#[test]
+fn ages_use_readable_units() {
+    assert_eq!(age(5), "5 s");
+    assert_eq!(age(600), "10 min");
+    assert_eq!(age(36_000), "10 h");
+}
