@@ -169,9 +169,13 @@ fn accept_run(sock: &Path, conc: usize, total: usize, same_id: bool, tag: &str) 
                         format!("payload {i}")
                     };
                     // One group per worker: the drain phase then has many destinations.
-                    let body = format!(
-                        r#"{{"to":"@bench{w}","message":"{text}","client_message_id":"{id}"}}"#
-                    );
+                    let to = if same_id {
+                        "@bench".to_string()
+                    } else {
+                        format!("@bench{w}")
+                    };
+                    let body =
+                        format!(r#"{{"to":"{to}","message":"{text}","client_message_id":"{id}"}}"#);
                     let t = Instant::now();
                     let (status, _) = c.call("POST", "/v1/send", &body);
                     assert!(status == 202 || status == 200, "status {status}");

@@ -3,9 +3,10 @@
 //! - [`store`]: the SQL of `outbox.db` — plain functions over a `rusqlite::Connection`, no actix.
 //! - [`db`]: the OutboxDb actor, the one thread that runs that SQL (the only writer).
 //! - [`drainer`]: the OutboxDrainer actor — group-commit accepts, per-destination drain, ack
-//!   outcomes; [`msg`]: the messages it accepts.
+//!   outcomes; [`msg`]: the messages it accepts; `outcome`: the pure outcome table.
 
 pub mod db;
 pub mod drainer;
 pub mod msg;
+mod outcome;
 pub mod store;

@@ -18,9 +18,13 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+mod queries;
+use queries::query;
+
 use super::db::{DbTask, OutboxDb};
 use super::msg::*;
-use super::store::{self, Accepted, NewSend, OutboxRow, RetryOutcome};
+use super::outcome::{self, apply_one, Change, Op, Step, Update};
+use super::store::{self, Accepted, NewSend, OutboxRow};
 use crate::broker::msg::{
     DeliverSend, DeliveryOutcome, LinkEvent, OutgoingSend, RateLimited, Resolution, ResolvePeer,
 };
@@ -75,6 +79,10 @@ pub struct OutboxDrainer {
     offline_retries: HashMap<i64, u32>,
     /// After [`CloseOutbox`]: no new claims.
     closing: bool,
+    /// Outcomes waiting for the next group apply.
+    updates: Vec<Update>,
+    /// A group apply is running.
+    updating: bool,
 }
 
 impl OutboxDrainer {
@@ -110,6 +118,8 @@ impl OutboxDrainer {
             accepting: false,
             offline_retries: HashMap::new(),
             closing: false,
+            updates: Vec::new(),
+            updating: false,
         }
     }
 
@@ -293,36 +303,12 @@ impl OutboxDrainer {
         let id = row.id;
         let mesh = row.mesh.clone();
         let resolved_now = row.target.is_none() && target.is_some();
-        let change = match step {
-            Step::Delivered(DeliveryOutcome::Acked {
-                queued: true,
-                message_id,
-                ..
-            }) => Change::Done(message_id),
-            Step::Delivered(DeliveryOutcome::Acked { error, .. }) => {
-                let err = error.unwrap_or_else(|| "ack without queued and without error".into());
-                classify_error(&err)
-            }
-            Step::Delivered(DeliveryOutcome::Timeout) => Change::Counted("ack_timeout".into()),
-            Step::Delivered(DeliveryOutcome::NotConnected { reason }) => {
-                if self.closing
-                    || reason == "daemon_shutdown"
-                    || reason.starts_with("broker_not_open")
-                {
-                    Change::Uncounted(reason, 0)
-                } else {
-                    Change::Counted(reason)
-                }
-            }
-            Step::Unresolved(why) => Change::Offline(why.to_string()),
-            Step::Permanent(e) => Change::Dead(e),
-        };
+        let change = outcome::classify(step, self.closing);
         if matches!(change, Change::RateLimited(_)) {
             if let Some(st) = self.meshes.get(&mesh) {
                 st.link.do_send(RateLimited);
             }
         }
-        let max_attempts = i64::from(self.tuning.max_attempts);
         let mut rng = rand::thread_rng();
         let (op, dead_error): (Op, Option<String>) = match change {
             Change::Done(mid) => {
@@ -346,43 +332,82 @@ impl OutboxDrainer {
                 (Op::Retry(e, true, now + delay), None)
             }
         };
-        let set_target = if resolved_now { target.clone() } else { None };
-        let fut = self.db.send(DbTask::new(move |conn| {
-            if let Some(t) = &set_target {
-                store::set_target(conn, id, t)?;
-            }
-            match op {
-                Op::Done(mid) => store::mark_done(conn, id, &mid, now).map(|_| None),
-                Op::Dead(e) => store::mark_dead(conn, id, &e, now).map(|_| None),
-                Op::Retry(e, counted, next) => {
-                    match store::mark_retry(conn, id, &e, counted, next, max_attempts, now)? {
-                        RetryOutcome::Pending => Ok(None),
-                        RetryOutcome::Dead => Ok(Some(e)),
-                    }
-                }
-            }
-        }));
+        let set_target = if resolved_now { target } else { None };
         let dest = store::destination_key(&row).to_string();
+        self.updates.push(Update {
+            row,
+            op,
+            set_target,
+            dead_error,
+            dest,
+        });
+        self.flush_updates(ctx);
+    }
+
+    /// Applies every queued outcome in one transaction (group apply, like group commit on
+    /// accept): per-row transactions would make the database thread the drain's bottleneck.
+    fn flush_updates(&mut self, ctx: &mut Context<Self>) {
+        if self.updating || self.updates.is_empty() {
+            return;
+        }
+        self.updating = true;
+        let batch = std::mem::take(&mut self.updates);
+        let ops: Vec<(i64, Option<String>, Op)> = batch
+            .iter()
+            .map(|u| (u.row.id, u.set_target.clone(), u.op.clone()))
+            .collect();
+        let max_attempts = i64::from(self.tuning.max_attempts);
+        let now = now_ms();
+        let fut = self.db.send(DbTask::new(move |conn| {
+            let tx = conn
+                .transaction()
+                .map_err(store::StoreError::sql("apply outcomes: begin"))?;
+            let died: Vec<Result<Option<String>, String>> = ops
+                .into_iter()
+                .map(|(id, set_target, op)| {
+                    apply_one(&tx, id, set_target.as_deref(), op, max_attempts, now)
+                        .map_err(|e| format!("row {id}: {e}"))
+                })
+                .collect();
+            tx.commit()
+                .map_err(store::StoreError::sql("apply outcomes: commit"))?;
+            Ok(died)
+        }));
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            let died = match res {
-                Ok(Ok(died)) => dead_error.or(died),
+            act.updating = false;
+            let results = match res {
+                Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
-                    log::error!("outbox update of row {id} failed: {e}");
-                    None
+                    log::error!("outbox outcome batch failed: {e}");
+                    vec![Ok(None); batch.len()]
                 }
                 Err(e) => {
                     log::error!("outbox db unavailable: {e}");
-                    None
+                    vec![Ok(None); batch.len()]
                 }
             };
-            if let Some(err) = died {
-                act.offline_retries.remove(&id);
-                act.report_dead(&row, &err);
+            let mut meshes = HashSet::new();
+            for (u, result) in batch.into_iter().zip(results) {
+                let died = match result {
+                    Ok(died) => u.dead_error.or(died),
+                    Err(e) => {
+                        log::error!("outbox update failed: {e}");
+                        None
+                    }
+                };
+                if let Some(err) = died {
+                    act.offline_retries.remove(&u.row.id);
+                    act.report_dead(&u.row, &err);
+                }
+                if let Some(st) = act.meshes.get_mut(&u.row.mesh) {
+                    st.busy.remove(&u.dest);
+                }
+                meshes.insert(u.row.mesh);
             }
-            if let Some(st) = act.meshes.get_mut(&mesh) {
-                st.busy.remove(&dest);
+            for mesh in meshes {
+                act.drain(ctx, &mesh);
             }
-            act.drain(ctx, &mesh);
+            act.flush_updates(ctx);
         }));
     }
 
@@ -428,46 +453,6 @@ impl OutboxDrainer {
             Ok(Err(e)) => log::error!("outbox housekeeping failed: {e}"),
             Err(e) => log::error!("outbox db unavailable: {e}"),
         }));
-    }
-}
-
-enum Step {
-    Delivered(DeliveryOutcome),
-    Unresolved(&'static str),
-    Permanent(String),
-}
-
-enum Change {
-    Done(String),
-    Dead(String),
-    RateLimited(String),
-    /// Not counted, retry after the given delay.
-    Uncounted(String, i64),
-    /// Target offline or unresolved: not counted, offline backoff.
-    Offline(String),
-    /// Counted attempt with backoff.
-    Counted(String),
-}
-
-enum Op {
-    Done(String),
-    Dead(String),
-    Retry(String, bool, i64),
-}
-
-/// The ack-error column of SPEC §5.4's outcome table.
-fn classify_error(err: &str) -> Change {
-    if err.starts_with("rate_limit") {
-        Change::RateLimited(err.to_string())
-    } else if err.starts_with("no connected peer") {
-        Change::Offline(err.to_string())
-    } else if err.starts_with("blocked by recipient grants")
-        || err.starts_with("payload too large")
-        || err.starts_with("idempotency_key_reused")
-    {
-        Change::Dead(err.to_string())
-    } else {
-        Change::Counted(err.to_string())
     }
 }
 
@@ -530,72 +515,6 @@ impl Handler<LinkEvent> for OutboxDrainer {
                 );
             }
         }
-    }
-}
-
-/// Runs `work` on the database thread and flattens the two error layers.
-fn query<R: Send + 'static>(
-    db: &Addr<OutboxDb>,
-    work: impl FnOnce(&mut rusqlite::Connection) -> Result<R, store::StoreError> + Send + 'static,
-) -> ResponseFuture<Result<R, OutboxError>> {
-    let fut = db.send(DbTask::new(work));
-    Box::pin(async move { Ok(fut.await??) })
-}
-
-impl Handler<ListOutbox> for OutboxDrainer {
-    type Result = ResponseFuture<Result<Vec<OutboxRow>, OutboxError>>;
-
-    fn handle(&mut self, msg: ListOutbox, _ctx: &mut Context<Self>) -> Self::Result {
-        query(&self.db, move |c| store::list(c, msg.status, msg.limit))
-    }
-}
-
-impl Handler<GetOutboxRow> for OutboxDrainer {
-    type Result = ResponseFuture<Result<Option<OutboxRow>, OutboxError>>;
-
-    fn handle(&mut self, msg: GetOutboxRow, _ctx: &mut Context<Self>) -> Self::Result {
-        query(&self.db, move |c| store::get(c, msg.id))
-    }
-}
-
-impl Handler<GetOutboxCounts> for OutboxDrainer {
-    type Result = ResponseFuture<Result<store::Counts, OutboxError>>;
-
-    fn handle(&mut self, _msg: GetOutboxCounts, _ctx: &mut Context<Self>) -> Self::Result {
-        query(&self.db, |c| store::counts(c))
-    }
-}
-
-impl Handler<RequeueRow> for OutboxDrainer {
-    type Result = ResponseFuture<Result<store::Requeued, OutboxError>>;
-
-    fn handle(&mut self, msg: RequeueRow, _ctx: &mut Context<Self>) -> Self::Result {
-        // An inflight row may be requeued only when it is not really in flight (SPEC §5.4).
-        let in_flight: HashSet<String> = self
-            .meshes
-            .values()
-            .flat_map(|m| m.busy.iter().cloned())
-            .collect();
-        let fut = self.db.send(DbTask::new(move |conn| {
-            if let Some(row) = store::get(conn, msg.id)? {
-                if row.status == store::Status::Inflight
-                    && in_flight.contains(store::destination_key(&row))
-                {
-                    return Ok(Err(store::RequeueError::NotRequeueable {
-                        id: row.id,
-                        status: row.status,
-                    }));
-                }
-            }
-            Ok(store::requeue(
-                conn,
-                msg.id,
-                msg.new_client_message_id,
-                &msg.by,
-                now_ms(),
-            ))
-        }));
-        Box::pin(async move { fut.await??.map_err(OutboxError::Requeue) })
     }
 }
 

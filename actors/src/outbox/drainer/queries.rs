@@ -1,0 +1,78 @@
+//! The drainer's read and operator handlers: listing rows, one row, counts, requeue. They
+//! run on the database thread like everything else that touches `outbox.db`.
+
+use std::collections::HashSet;
+
+use actix::prelude::*;
+
+use super::super::db::{DbTask, OutboxDb};
+use super::super::msg::*;
+use super::super::store::{self, OutboxRow};
+use super::OutboxDrainer;
+use crate::time::now_ms;
+
+/// Runs `work` on the database thread and flattens the two error layers.
+pub(super) fn query<R: Send + 'static>(
+    db: &Addr<OutboxDb>,
+    work: impl FnOnce(&mut rusqlite::Connection) -> Result<R, store::StoreError> + Send + 'static,
+) -> ResponseFuture<Result<R, OutboxError>> {
+    let fut = db.send(DbTask::new(work));
+    Box::pin(async move { Ok(fut.await??) })
+}
+
+impl Handler<ListOutbox> for OutboxDrainer {
+    type Result = ResponseFuture<Result<Vec<OutboxRow>, OutboxError>>;
+
+    fn handle(&mut self, msg: ListOutbox, _ctx: &mut Context<Self>) -> Self::Result {
+        query(&self.db, move |c| store::list(c, msg.status, msg.limit))
+    }
+}
+
+impl Handler<GetOutboxRow> for OutboxDrainer {
+    type Result = ResponseFuture<Result<Option<OutboxRow>, OutboxError>>;
+
+    fn handle(&mut self, msg: GetOutboxRow, _ctx: &mut Context<Self>) -> Self::Result {
+        query(&self.db, move |c| store::get(c, msg.id))
+    }
+}
+
+impl Handler<GetOutboxCounts> for OutboxDrainer {
+    type Result = ResponseFuture<Result<store::Counts, OutboxError>>;
+
+    fn handle(&mut self, _msg: GetOutboxCounts, _ctx: &mut Context<Self>) -> Self::Result {
+        query(&self.db, |c| store::counts(c))
+    }
+}
+
+impl Handler<RequeueRow> for OutboxDrainer {
+    type Result = ResponseFuture<Result<store::Requeued, OutboxError>>;
+
+    fn handle(&mut self, msg: RequeueRow, _ctx: &mut Context<Self>) -> Self::Result {
+        // An inflight row may be requeued only when it is not really in flight (SPEC §5.4).
+        let in_flight: HashSet<String> = self
+            .meshes
+            .values()
+            .flat_map(|m| m.busy.iter().cloned())
+            .collect();
+        let fut = self.db.send(DbTask::new(move |conn| {
+            if let Some(row) = store::get(conn, msg.id)? {
+                if row.status == store::Status::Inflight
+                    && in_flight.contains(store::destination_key(&row))
+                {
+                    return Ok(Err(store::RequeueError::NotRequeueable {
+                        id: row.id,
+                        status: row.status,
+                    }));
+                }
+            }
+            Ok(store::requeue(
+                conn,
+                msg.id,
+                msg.new_client_message_id,
+                &msg.by,
+                now_ms(),
+            ))
+        }));
+        Box::pin(async move { fut.await??.map_err(OutboxError::Requeue) })
+    }
+}

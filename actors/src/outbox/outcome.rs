@@ -1,0 +1,198 @@
+//! The outcome table of SPEC §5.4, pure: what a drained row's result ([`Step`]) means for the
+//! row ([`Change`]), and the SQL that records it ([`apply_one`], run in the drainer's group
+//! apply). No actix.
+
+use super::store::{self, OutboxRow, RetryOutcome};
+use crate::broker::msg::DeliveryOutcome;
+
+/// How one dispatch of a row ended.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// The connection answered (ack, timeout, or not connected).
+    Delivered(DeliveryOutcome),
+    /// A name could not be resolved (`unknown_peer` / `ambiguous_peer`).
+    Unresolved(&'static str),
+    /// The row cannot be sent at all (e.g. encryption failed).
+    Permanent(String),
+}
+
+/// What that means for the row.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Acked `queued:true`: done with this broker message id.
+    Done(String),
+    /// Permanent error: dead.
+    Dead(String),
+    /// `rate_limit:`: pending again, not counted; the connection pauses.
+    RateLimited(String),
+    /// Not counted, retry after the given delay (ms).
+    Uncounted(String, i64),
+    /// Target offline or unresolved: not counted, offline backoff.
+    Offline(String),
+    /// Counted attempt with backoff.
+    Counted(String),
+}
+
+/// The store operation recording a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Op {
+    Done(String),
+    Dead(String),
+    /// Error, counted, next attempt at.
+    Retry(String, bool, i64),
+}
+
+/// One outcome waiting for the next group apply.
+pub(crate) struct Update {
+    pub row: OutboxRow,
+    pub op: Op,
+    /// A name resolved at drain time, recorded with the outcome.
+    pub set_target: Option<String>,
+    /// Set when the outcome itself is permanent (the row dies whatever the store says).
+    pub dead_error: Option<String>,
+    /// The row's destination, freed when the update is applied.
+    pub dest: String,
+}
+
+/// Maps a dispatch result to the row's change. `closing`: the daemon is shutting down, so a
+/// lost link is not the row's fault.
+pub(crate) fn classify(step: Step, closing: bool) -> Change {
+    match step {
+        Step::Delivered(DeliveryOutcome::Acked {
+            queued: true,
+            message_id,
+            ..
+        }) => Change::Done(message_id),
+        Step::Delivered(DeliveryOutcome::Acked { error, .. }) => {
+            classify_error(&error.unwrap_or_else(|| "ack without queued and without error".into()))
+        }
+        Step::Delivered(DeliveryOutcome::Timeout) => Change::Counted("ack_timeout".into()),
+        Step::Delivered(DeliveryOutcome::NotConnected { reason }) => {
+            if closing || reason == "daemon_shutdown" || reason.starts_with("broker_not_open") {
+                Change::Uncounted(reason, 0)
+            } else {
+                Change::Counted(reason)
+            }
+        }
+        Step::Unresolved(why) => Change::Offline(why.to_string()),
+        Step::Permanent(e) => Change::Dead(e),
+    }
+}
+
+/// The ack-error column of SPEC §5.4's outcome table (the broker's exact strings).
+pub(crate) fn classify_error(err: &str) -> Change {
+    if err.starts_with("rate_limit") {
+        Change::RateLimited(err.to_string())
+    } else if err.starts_with("no connected peer") {
+        Change::Offline(err.to_string())
+    } else if err.starts_with("blocked by recipient grants")
+        || err.starts_with("payload too large")
+        || err.starts_with("idempotency_key_reused")
+    {
+        Change::Dead(err.to_string())
+    } else {
+        Change::Counted(err.to_string())
+    }
+}
+
+/// Applies one outcome; `Some(error)` when the row went dead by attempts.
+pub(crate) fn apply_one(
+    conn: &rusqlite::Connection,
+    id: i64,
+    set_target: Option<&str>,
+    op: Op,
+    max_attempts: i64,
+    now: i64,
+) -> Result<Option<String>, store::StoreError> {
+    if let Some(t) = set_target {
+        store::set_target(conn, id, t)?;
+    }
+    match op {
+        Op::Done(mid) => store::mark_done(conn, id, &mid, now).map(|_| None),
+        Op::Dead(e) => store::mark_dead(conn, id, &e, now).map(|_| None),
+        Op::Retry(e, counted, next) => {
+            match store::mark_retry(conn, id, &e, counted, next, max_attempts, now)? {
+                RetryOutcome::Pending => Ok(None),
+                RetryOutcome::Dead => Ok(Some(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack_error(e: &str) -> Change {
+        classify(
+            Step::Delivered(DeliveryOutcome::Acked {
+                queued: false,
+                message_id: String::new(),
+                error: Some(e.to_string()),
+                duplicate: false,
+            }),
+            false,
+        )
+    }
+
+    #[test]
+    fn every_broker_error_string_maps_to_its_row_of_the_table() {
+        let rate = "rate_limit: max 60 msg/min (burst 10) \u{2014} slow down";
+        assert_eq!(ack_error(rate), Change::RateLimited(rate.into()));
+        let offline = "no connected peer for target (not online, or targetSpec is your own key without another session)";
+        assert_eq!(ack_error(offline), Change::Offline(offline.into()));
+        for dead in [
+            "blocked by recipient grants (sender lacks dm capability)",
+            "payload too large: 69912 bytes > MAX_MESSAGE_BYTES=65536",
+            "idempotency_key_reused: request_fingerprint_mismatch",
+        ] {
+            assert_eq!(ack_error(dead), Change::Dead(dead.into()));
+        }
+        assert_eq!(
+            ack_error("something new"),
+            Change::Counted("something new".into())
+        );
+    }
+
+    #[test]
+    fn success_duplicate_timeout_and_lost_links() {
+        let done = classify(
+            Step::Delivered(DeliveryOutcome::Acked {
+                queued: true,
+                message_id: "m1".into(),
+                error: None,
+                duplicate: true,
+            }),
+            false,
+        );
+        assert_eq!(done, Change::Done("m1".into()));
+        assert_eq!(
+            classify(Step::Delivered(DeliveryOutcome::Timeout), false),
+            Change::Counted("ack_timeout".into())
+        );
+        let lost = |reason: &str, closing| {
+            classify(
+                Step::Delivered(DeliveryOutcome::NotConnected {
+                    reason: reason.into(),
+                }),
+                closing,
+            )
+        };
+        assert_eq!(
+            lost("broker_disconnected", false),
+            Change::Counted("broker_disconnected".into())
+        );
+        assert_eq!(
+            lost("broker_disconnected", true),
+            Change::Uncounted("broker_disconnected".into(), 0)
+        );
+        assert_eq!(
+            lost("broker_not_open (reconnecting)", false),
+            Change::Uncounted("broker_not_open (reconnecting)".into(), 0)
+        );
+        assert_eq!(
+            classify(Step::Unresolved("unknown_peer"), false),
+            Change::Offline("unknown_peer".into())
+        );
+    }
+}
