@@ -314,14 +314,20 @@ pub fn socket_answers(path: &Path) -> bool {
 }
 
 /// Binds a listening Unix socket at `dir/name` with mode 0600 and no window where it is wider:
-/// binds `.<name>.<pid>.tmp` in `dir`, chmods it 0600, then renames it onto `name` (replacing
+/// binds a temporary name (`.~` + `name` less two characters) in `dir`, chmods it 0600, then renames it onto `name` (replacing
 /// a stale socket: the caller has already checked that no live daemon answers there). `dir`
 /// must not be group/other accessible ([`FilesError::InsecureMode`] otherwise).
 pub fn bind_private_socket(dir: &Path, name: &str) -> Result<UnixListener, FilesError> {
     let final_path = dir.join(name);
     check_socket_path(&final_path)?;
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    check_socket_path(&tmp)?;
+    // The temporary name is no longer than `name` (a fixed `.~` prefix on a shortened name),
+    // so a final path within the OS limit never fails on its temporary one. One binder at a
+    // time: the caller holds the daemon lock.
+    let short: String = name
+        .chars()
+        .take(name.chars().count().saturating_sub(2).max(1))
+        .collect();
+    let tmp = dir.join(format!(".~{short}"));
     let dir_mode = fs::metadata(dir)
         .map_err(io_err("stat", dir))?
         .permissions()

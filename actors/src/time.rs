@@ -73,7 +73,12 @@ pub fn ms_from_iso(s: &str) -> Option<i64> {
     }
     match rest {
         "" | "Z" | "z" => Some(ms),
-        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) && &tz[3..4] == ":" => {
+        // `is_ascii` first: the byte slicing below must never split a character.
+        tz if tz.is_ascii()
+            && tz.len() == 6
+            && (tz.starts_with('+') || tz.starts_with('-'))
+            && &tz[3..4] == ":" =>
+        {
             let oh: i64 = tz[1..3].parse().ok()?;
             let om: i64 = tz[4..6].parse().ok()?;
             let off = (oh * 60 + om) * 60_000;
@@ -134,5 +139,9 @@ mod tests {
         assert_eq!(ms_from_iso("2024-05-03"), Some(1_714_694_400_000));
         assert_eq!(ms_from_iso("2024-13-03"), None);
         assert_eq!(ms_from_iso("yesterday"), None);
+        // Multi-byte characters where an offset is expected are refused, never sliced.
+        assert_eq!(ms_from_iso("2026-01-01T00:00:00-0\u{e9}00"), None);
+        assert_eq!(ms_from_iso("2026-01-01T00:00:00.5\u{e9}"), None);
+        assert_eq!(ms_from_iso("2026-01-01\u{e9}00:00:00"), None);
     }
 }

@@ -130,7 +130,11 @@ pub fn send(s: &OutgoingSend) -> String {
         ciphertext: s.ciphertext.clone(),
         client_message_id: Some(s.client_message_id.clone()),
         request_fingerprint: Some(s.request_fingerprint.clone()),
-        reply_to_id: None,
+        // The broker reads `replyToId` for topic posts only (BROKER-PROTOCOL §2.1).
+        reply_to_id: s
+            .reply_to_id
+            .clone()
+            .filter(|_| s.target_spec.starts_with('#')),
         mentions: None,
         body_version: None,
     }))
@@ -173,6 +177,12 @@ pub fn classify(text: &str, own_pubkey: &str) -> Inbound {
                 .collect(),
         ),
         BrokerFrame::Unknown { kind, .. } => Inbound::Ignored(format!("unknown type {kind}")),
+        // Clients only need `type == "hello_ack"` (BROKER-PROTOCOL §1.7): an ack whose other
+        // fields do not fit still completes the handshake.
+        BrokerFrame::Malformed { kind, reason, .. } if kind == "hello_ack" => {
+            log::warn!("hello_ack with unexpected fields ({reason}); accepted");
+            Inbound::HelloAck
+        }
         BrokerFrame::Malformed { kind, reason, .. } => {
             Inbound::Ignored(format!("malformed {kind}: {reason}"))
         }
@@ -256,6 +266,10 @@ mod tests {
         assert!(matches!(
             classify(r#"{"type":"state_change"}"#, ME),
             Inbound::Ignored(_)
+        ));
+        assert!(matches!(
+            classify(r#"{"type":"hello_ack","presenceId":null}"#, ME),
+            Inbound::HelloAck
         ));
     }
 

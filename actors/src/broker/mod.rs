@@ -108,6 +108,13 @@ pub struct BrokerConnection {
     pending_acks: HashMap<String, PendingAck>,
     /// Callers waiting for the next `peers_list`.
     peer_waiters: Vec<oneshot::Sender<()>>,
+    /// When the outstanding `list_peers` was sent (cleared by its answer).
+    peers_requested_at: Option<Instant>,
+    /// Keys of peers that joined since the last `peers_list`; their rows are woken again
+    /// once the refreshed list relates them to their other key.
+    joined_since_refresh: Vec<String>,
+    /// `client_ack` frames for pushes stored before `hello_ack`, sent right after it.
+    held_acks: Vec<String>,
     list_seq: u64,
 }
 
@@ -139,6 +146,9 @@ impl BrokerConnection {
             last_rx: Instant::now(),
             pending_acks: HashMap::new(),
             peer_waiters: Vec::new(),
+            peers_requested_at: None,
+            joined_since_refresh: Vec::new(),
+            held_acks: Vec::new(),
             list_seq: 0,
         }
     }
@@ -185,6 +195,9 @@ impl BrokerConnection {
             .finish();
         let fut = async move { client.ws(url).max_frame_size(max_frame).connect().await };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
+            // Shutdown began while connecting: drop the socket without a hello (a hello would
+            // start a drain of queued DMs into a process that is exiting).
+            Ok(_) if act.closing => {}
             Ok((_resp, framed)) => {
                 let (sink, stream) = framed.split();
                 act.sink = Some(SinkWrite::new(sink, ctx));
@@ -227,6 +240,9 @@ impl BrokerConnection {
         self.connected_since = Some(now_ms());
         log::info!("mesh {}: broker link open", self.slug());
         self.set_state(LinkState::Open);
+        for frame in std::mem::take(&mut self.held_acks) {
+            self.send_text(frame);
+        }
         self.request_peers();
         let profile = self.profile.clone();
         self.send_profile(&profile);
@@ -234,7 +250,11 @@ impl BrokerConnection {
             mesh: self.slug().to_string(),
         });
         let ping = Duration::from_millis(self.cfg.tuning.ping_interval_ms.max(10));
-        ctx.run_interval(ping, |act, ctx| act.watchdog(ctx));
+        ctx.run_interval(ping, |act, _| act.ping());
+        // Staleness is checked often so a dead socket goes within ~stale_after_ms, not a
+        // ping interval later.
+        let check = Duration::from_millis((self.cfg.tuning.stale_after_ms / 5).clamp(10, 1_000));
+        ctx.run_interval(check, |act, ctx| act.watchdog(ctx));
         ctx.run_interval(ACK_SWEEP, |act, _| act.expire_acks());
     }
 
@@ -242,8 +262,10 @@ impl BrokerConnection {
         let stale = Duration::from_millis(self.cfg.tuning.stale_after_ms);
         if self.last_rx.elapsed() > stale {
             self.fail(ctx, "stale: nothing received within stale_after_ms".into());
-            return;
         }
+    }
+
+    fn ping(&mut self) {
         if let Some(sink) = self.sink.as_mut() {
             let _ = sink.write(WsMessage::Ping(Default::default()));
         }
@@ -266,6 +288,7 @@ impl BrokerConnection {
     }
 
     fn request_peers(&mut self) {
+        self.peers_requested_at = Some(Instant::now());
         self.list_seq += 1;
         let frame = frames::list_peers(self.list_seq);
         self.send_text(frame);
@@ -306,6 +329,9 @@ impl BrokerConnection {
                     mesh: self.slug().to_string(),
                     keys,
                 });
+                // The cached list may not know this peer's other key yet: wake again with the
+                // keys the refreshed list relates to it.
+                self.joined_since_refresh.push(event.pubkey.clone());
                 self.request_peers();
             }
             frames::Inbound::PeerLeft(event) => {
@@ -320,8 +346,25 @@ impl BrokerConnection {
             }
             frames::Inbound::Peers(list) => {
                 self.peer_cache.replace(list, now_ms());
+                self.peers_requested_at = None;
                 for w in self.peer_waiters.drain(..) {
                     let _ = w.send(());
+                }
+                let joined = std::mem::take(&mut self.joined_since_refresh);
+                if !joined.is_empty() {
+                    let mut keys: Vec<String> = Vec::new();
+                    for k in joined
+                        .iter()
+                        .flat_map(|j| self.peer_cache.keys_related_to(j))
+                    {
+                        if !keys.contains(&k) {
+                            keys.push(k);
+                        }
+                    }
+                    self.peers_out.drainer.do_send(LinkEvent::PeerOnline {
+                        mesh: self.slug().to_string(),
+                        keys,
+                    });
                 }
             }
             frames::Inbound::Ignored(why) => {
@@ -351,7 +394,12 @@ impl BrokerConnection {
                 broker_message_id,
             })) => {
                 let frame = frames::client_ack(&client_message_id, &broker_message_id);
-                act.send_text(frame);
+                // Nothing may precede hello_ack (pushes can): hold acks until it arrives.
+                if act.hello_acked {
+                    act.send_text(frame);
+                } else {
+                    act.held_acks.push(frame);
+                }
             }
             Ok(Ok(PushStored::Ignored)) => {}
             Ok(Err(e)) => log::error!("mesh {}: storing push failed: {e}", act.slug()),
@@ -380,6 +428,9 @@ impl Actor for BrokerConnection {
         let idx = (self.attempt as usize - 1).min(BACKOFF_CAPS_MS.len() - 1);
         let delay = rand::thread_rng().gen_range(0..BACKOFF_CAPS_MS[idx]);
         ctx.run_later(Duration::from_millis(delay), |act, ctx| {
+            if act.closing {
+                return;
+            }
             Metrics::inc(&act.metrics.reconnects);
             act.reconnects += 1;
             act.connect(ctx);
@@ -412,6 +463,9 @@ impl Supervised for BrokerConnection {
         self.connected_since = None;
         self.pending_acks.clear();
         self.peer_waiters.clear();
+        self.peers_requested_at = None;
+        self.joined_since_refresh.clear();
+        self.held_acks.clear();
         self.attempt = self.attempt.saturating_add(1);
     }
 }
@@ -518,20 +572,32 @@ impl Handler<ResolvePeer> for BrokerConnection {
             cached,
             Resolution::Found { .. } | Resolution::Ambiguous { .. }
         );
-        if !self.hello_acked || (fresh && settled) {
-            let answer = if !self.hello_acked && !fresh {
-                Resolution::Unavailable
-            } else {
+        if !self.hello_acked {
+            // Broker down: a name the cache knows is used; anything else is accepted and
+            // resolved at drain time (SPEC §5.1).
+            let answer = if settled {
                 cached
+            } else {
+                Resolution::Unavailable
             };
             return Box::pin(actix::fut::ready(answer));
         }
+        if fresh && settled {
+            return Box::pin(actix::fut::ready(cached));
+        }
         let wait = self.wait_for_peers(msg.wait_ms);
         Box::pin(wait.into_actor(self).map(move |_, act, _| {
-            if !act.hello_acked && !act.peer_cache.is_fresh(now_ms(), msg.max_age_ms) {
-                return Resolution::Unavailable;
+            let answer = act.peer_cache.resolve(&name, &act.cfg.mesh.pubkey);
+            match answer {
+                Resolution::Found { .. } | Resolution::Ambiguous { .. } => answer,
+                // A miss is final only against a recent list from an open link.
+                Resolution::NotFound
+                    if act.hello_acked && act.peer_cache.is_fresh(now_ms(), msg.max_age_ms) =>
+                {
+                    answer
+                }
+                _ => Resolution::Unavailable,
             }
-            act.peer_cache.resolve(&name, &act.cfg.mesh.pubkey)
         }))
     }
 }
@@ -540,8 +606,14 @@ impl BrokerConnection {
     /// Asks for a fresh list and returns a future that resolves when it arrives or after `wait_ms`.
     fn wait_for_peers(&mut self, wait_ms: u64) -> impl std::future::Future<Output = ()> {
         let (tx, rx) = oneshot::channel();
+        self.peer_waiters.retain(|w| !w.is_closed());
         self.peer_waiters.push(tx);
-        if self.peer_waiters.len() == 1 {
+        // Ask unless a request is already out and recent (a broker that drops a request
+        // answers nothing, so an old outstanding request does not count).
+        let outstanding = self
+            .peers_requested_at
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(wait_ms.max(250)));
+        if !outstanding {
             self.request_peers();
         }
         async move {

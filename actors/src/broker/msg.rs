@@ -168,6 +168,8 @@ pub struct OutgoingSend {
     pub priority: String,
     pub nonce: String,
     pub ciphertext: String,
+    /// Sent as `replyToId` for `#topic` targets.
+    pub reply_to_id: Option<String>,
 }
 
 /// How a [`DeliverSend`] ended.

@@ -1,8 +1,8 @@
 //! Inbound messages in `inbox.db` (SPEC §7.1, §7.2): the dedupe-insert that journals its
 //! `message` event in the same transaction, the newest-first paged query, and age pruning.
 //!
-//! Invariants: at most one row per `(mesh, dedupe_key)` where the key is the sender's
-//! `client_message_id` if present (non-empty), else the broker's message id; an
+//! Invariants: at most one row per `(mesh, dedupe_key)` where the key is the sender's pubkey
+//! with its `client_message_id` if present (non-empty), else the broker's message id; an
 //! `undecryptable` row never stores a body (no ciphertext posing as text) and always has
 //! `decrypt_error = 1`; a duplicate writes nothing and journals nothing.
 
@@ -136,7 +136,12 @@ pub fn insert_message(
     journal_keep: usize,
 ) -> Result<Inserted, InboxError> {
     let client_message_id = msg.client_message_id.as_deref().filter(|id| !id.is_empty());
-    let dedupe_key = client_message_id.unwrap_or(&msg.broker_message_id);
+    // A client id is chosen by its sender, so it is only unique per sender: key it with the
+    // sender's pubkey, or one peer could shadow another's message by reusing its id.
+    let dedupe_key = match client_message_id {
+        Some(id) => format!("c:{}:{id}", msg.sender_pubkey),
+        None => format!("b:{}", msg.broker_message_id),
+    };
     let undecryptable = msg.kind == MessageKind::Undecryptable;
     let body = if undecryptable {
         None

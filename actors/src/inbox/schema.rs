@@ -57,14 +57,17 @@ CREATE INDEX inbox_sender_id   ON inbox (sender_pubkey, id);
 CREATE INDEX inbox_mesh_id     ON inbox (mesh, id);
 ";
 
-/// Copies the TS daemon's rows. Its `client_message_id` was already "client id, else broker
-/// id", which is our dedupe key; a client id equal to the broker id was that fallback, so it
-/// becomes NULL. The TS daemon did not record whether a body was a DM, so bodies import as
+/// Copies the TS daemon's rows. Its `client_message_id` was "client id, else broker id"; a
+/// client id equal to the broker id was that fallback, so it becomes NULL, and the dedupe key
+/// is built the way `insert_message` builds it (sender-scoped client id, else broker id). The TS daemon did not record whether a body was a DM, so bodies import as
 /// `plain`; a NULL body as `undecryptable`.
 const TS_IMPORT: &str = "
 INSERT OR IGNORE INTO inbox (mesh, dedupe_key, client_message_id, broker_message_id, topic,
     sender_pubkey, sender_name, body, kind, decrypt_error, received_at, reply_to_id)
-SELECT mesh, client_message_id,
+SELECT mesh,
+       CASE WHEN client_message_id IS NULL OR client_message_id = broker_message_id
+            THEN 'b:' || COALESCE(broker_message_id, client_message_id)
+            ELSE 'c:' || sender_pubkey || ':' || client_message_id END,
        CASE WHEN client_message_id = broker_message_id THEN NULL ELSE client_message_id END,
        COALESCE(broker_message_id, ''), topic, sender_pubkey, sender_name, body,
        CASE WHEN body IS NULL THEN 'undecryptable' ELSE 'plain' END,

@@ -222,3 +222,24 @@ fn prune_deletes_only_rows_older_than_the_cutoff() {
         Inserted::New { .. }
     ));
 }
+
+#[test]
+fn one_client_id_from_two_senders_is_two_messages() {
+    let (_d, _p, mut conn) = fresh_db();
+    let first = msg(Some("same-id"), "bm-1", 1);
+    let mut second = msg(Some("same-id"), "bm-2", 2);
+    second.sender_pubkey = "b".repeat(64);
+    assert!(matches!(
+        insert_message(&mut conn, &first, 100).unwrap(),
+        Inserted::New { .. }
+    ));
+    assert!(matches!(
+        insert_message(&mut conn, &second, 100).unwrap(),
+        Inserted::New { .. }
+    ));
+    assert_eq!(count(&conn), 2);
+    assert_eq!(
+        insert_message(&mut conn, &second, 100).unwrap(),
+        Inserted::Duplicate
+    );
+}

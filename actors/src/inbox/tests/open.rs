@@ -196,9 +196,9 @@ fn typescript_daemon_database_is_adopted_and_its_original_kept() {
          CREATE INDEX inbox_topic ON inbox(topic);
          INSERT INTO inbox (id, client_message_id, broker_message_id, mesh, topic, sender_pubkey,
                             sender_name, body, received_at)
-         VALUES ('u2', 'cm-2', 'bm-2', 'm1', NULL, 'pk', 'bob', 'second', 2000),
-                ('u1', 'bm-1', 'bm-1', 'm1', 'ops', 'pk', 'bob', 'first', 1000),
-                ('u3', 'bm-3', 'bm-3', 'm1', NULL, 'pk', 'bob', NULL, 3000);",
+         VALUES ('u2', 'cm-2', 'bm-2', 'm1', NULL, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'bob', 'second', 2000),
+                ('u1', 'bm-1', 'bm-1', 'm1', 'ops', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'bob', 'first', 1000),
+                ('u3', 'bm-3', 'bm-3', 'm1', NULL, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'bob', NULL, 3000);",
     )
     .unwrap();
     drop(ts);

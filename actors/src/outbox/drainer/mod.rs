@@ -278,6 +278,7 @@ impl OutboxDrainer {
                 priority: row.priority.clone(),
                 nonce: body.nonce_b64,
                 ciphertext: body.ciphertext_b64,
+                reply_to_id: row.reply_to_id.clone(),
             };
             let outcome = match link.send(DeliverSend { send }).await {
                 Ok(o) => o,
@@ -446,6 +447,7 @@ impl OutboxDrainer {
         ctx.spawn(fut.into_actor(self).map(|res, act, _| match res {
             Ok(Ok(rows)) => {
                 for row in rows {
+                    act.offline_retries.remove(&row.id);
                     let err = row.last_error.clone().unwrap_or_else(|| "expired".into());
                     act.report_dead(&row, &err);
                 }

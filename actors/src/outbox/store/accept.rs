@@ -115,6 +115,16 @@ fn decide(row: Existing, status: Status, fingerprint: &[u8; 32], id_str: String)
     }
 }
 
+/// True when rows of `mesh` addressed to `to` wait unresolved (pending or inflight).
+fn waiting_unresolved(tx: &Transaction<'_>, mesh: &str, to: &str) -> Result<bool, StoreError> {
+    tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE status IN ('pending', 'inflight')
+             AND mesh = ?1 AND dest = ?2 AND target IS NULL)",
+    )
+    .and_then(|mut st| st.query_row((mesh, to), |r| r.get(0)))
+    .map_err(StoreError::sql("accept: look for unresolved rows"))
+}
+
 /// Inserts a new pending row, due now; returns its row id.
 fn insert(
     tx: &Transaction<'_>,
@@ -123,6 +133,13 @@ fn insert(
     now_ms: i64,
 ) -> Result<i64, StoreError> {
     let payload_bytes = i64::try_from(send.payload.len()).unwrap_or(i64::MAX);
+    // A name resolved now must not overtake earlier sends to the same name that still wait
+    // unresolved (accepted while the broker was down): queue behind them, unresolved too, so
+    // `set_target` re-keys the whole queue together at drain time.
+    let target = match &send.target {
+        Some(t) if t != &send.to && waiting_unresolved(tx, &send.mesh, &send.to)? => None,
+        other => other.clone(),
+    };
     tx.prepare_cached(
         "INSERT INTO outbox (client_message_id, request_fingerprint, payload, payload_bytes,
              enqueued_at, attempts, next_attempt_at, status, mesh, to_spec, target, priority,
@@ -138,7 +155,7 @@ fn insert(
             now_ms,
             send.mesh,
             send.to,
-            send.target,
+            target,
             send.priority,
             send.meta,
             send.reply_to_id,

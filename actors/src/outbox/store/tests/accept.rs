@@ -264,3 +264,23 @@ fn concurrent_accepts_of_one_id_from_16_connections_make_exactly_one_row() {
         );
     }
 }
+
+#[test]
+fn a_name_resolved_now_queues_behind_earlier_unresolved_sends_to_that_name() {
+    let (_d, _p, mut conn) = temp_db();
+    let pk = "ab".repeat(32);
+    // Accepted while the broker was down: the name waits unresolved.
+    let first = queue(&mut conn, send(Some("n1"), 1, "bob", None), NOW);
+    // Accepted after the link came up, resolved at accept time: must not overtake `first`.
+    let second = queue(&mut conn, send(Some("n2"), 2, "bob", Some(&pk)), NOW + 1);
+    assert_eq!(get(&conn, second).unwrap().unwrap().target, None);
+    assert_eq!(claim_ids(&mut conn, NOW + 5, 10), vec![first]);
+    // Once nothing waits unresolved, a resolved name keeps its target.
+    mark_done(&conn, first, "bm", NOW + 6).unwrap();
+    set_target(&conn, second, &pk).unwrap();
+    let third = queue(&mut conn, send(Some("n3"), 3, "bob", Some(&pk)), NOW + 7);
+    assert_eq!(
+        get(&conn, third).unwrap().unwrap().target.as_deref(),
+        Some(pk.as_str())
+    );
+}
