@@ -42,7 +42,9 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<Report, CliError> {
         clone_policy,
     };
     let settings = settings::load(&flags, &env)?;
-    daemon::run(settings, daemon::signals())?;
+    // SIGHUP re-reads config.json, daemon.toml and the environment under the same flags.
+    let reload: daemon::Reload = Box::new(move || settings::load(&flags, &env));
+    daemon::run(settings, daemon::signals(), Some(reload))?;
     Ok(Report::silent())
 }
 

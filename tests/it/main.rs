@@ -5,6 +5,7 @@
 
 mod cli;
 mod harness;
+mod reload;
 mod runtime;
 mod security;
 mod service;

@@ -521,13 +521,20 @@ impl Handler<LinkEvent> for OutboxDrainer {
 }
 
 impl Handler<CloseOutbox> for OutboxDrainer {
-    type Result = ResponseFuture<Result<(), OutboxError>>;
+    type Result = ResponseActFuture<Self, Result<(), OutboxError>>;
 
+    /// Puts inflight rows back to pending, writes the clean marker, then stops the actor (it
+    /// and the connections hold each other's addresses; stopping here ends both).
     fn handle(&mut self, _msg: CloseOutbox, _ctx: &mut Context<Self>) -> Self::Result {
         self.closing = true;
-        query(&self.db, |conn| {
+        let work = query(&self.db, |conn| {
             store::reset_inflight(conn)?;
             store::write_clean_shutdown(conn, true)
-        })
+        });
+        Box::pin(work.into_actor(self).map(|res, act, ctx| {
+            act.meshes.clear();
+            ctx.stop();
+            res
+        }))
     }
 }
