@@ -159,9 +159,8 @@ impl Engine {
         if let Some(ipc) = ipc {
             let _ = ipc.send(StopServing).await;
         }
-        for m in &h.meshes {
-            let _ = m.link.send(CloseLink).await;
-        }
+        // All links at once; each answers when its socket is gone (bounded).
+        futures_util::future::join_all(h.meshes.iter().map(|m| m.link.send(CloseLink))).await;
         match h.outbox.send(CloseOutbox).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => log::error!("outbox close failed: {e}"),

@@ -48,12 +48,15 @@ pub struct DrainedRow {
 
 /// Inserts an accepted `send` into the queue.
 pub fn insert_queue(conn: &Connection, row: &QueueRow) -> Result<(), DevBrokerError> {
-    conn.execute(
+    // Cached statements: the hub runs these once per `send`.
+    conn.prepare_cached(
         "INSERT INTO queue (id, mesh_id, sender_member_id, sender_session_pubkey, target_spec,
                             priority, nonce, ciphertext, created_at, client_message_id,
                             request_fingerprint)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![
+    )
+    .and_then(|mut st| {
+        st.execute(params![
             row.id,
             row.mesh_id,
             row.sender_member_id,
@@ -65,18 +68,18 @@ pub fn insert_queue(conn: &Connection, row: &QueueRow) -> Result<(), DevBrokerEr
             row.created_at,
             row.client_message_id,
             row.request_fingerprint
-        ],
-    )
+        ])
+    })
     .map_err(sql("insert queue row"))?;
     Ok(())
 }
 
 /// Marks one row delivered (multicast rows right after their live fan-out).
 pub fn mark_delivered(conn: &Connection, id: &str, now_ms: i64) -> Result<(), DevBrokerError> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE queue SET delivered_at = ?2 WHERE id = ?1 AND delivered_at IS NULL",
-        params![id, now_ms],
     )
+    .and_then(|mut st| st.execute(params![id, now_ms]))
     .map_err(sql("mark delivered"))?;
     Ok(())
 }

@@ -21,6 +21,12 @@ pub enum ApiError {
         /// Human-readable reason, returned to the client.
         detail: String,
     },
+    /// The client did not finish sending its body in time (408).
+    #[error("request body not received within {secs} s")]
+    RequestTimeout {
+        /// The time allowed.
+        secs: u64,
+    },
     /// The body, or the message as the broker would see it, is too large (413).
     #[error("payload too large (limit {limit_bytes} bytes)")]
     PayloadTooLarge {
@@ -183,6 +189,7 @@ impl ApiError {
             ApiError::ForbiddenHost => "forbidden_host",
             ApiError::ForbiddenOrigin => "forbidden_origin",
             ApiError::TokenInQuery => "token_in_query",
+            ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::DaemonBusy { .. } => "daemon_busy",
             ApiError::TooManyStreams { .. } => "too_many_streams",
             ApiError::BrokerUnavailable { .. } => "broker_unavailable",
@@ -258,6 +265,7 @@ impl ResponseError for ApiError {
             | ApiError::AmbiguousPeer { .. }
             | ApiError::TokenInQuery => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnknownPeer { .. } | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::IdempotencyKeyReused { .. }
             | ApiError::NotRequeueable { .. }

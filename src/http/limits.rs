@@ -68,16 +68,37 @@ pub fn declared_length_exceeds(content_length: Option<&str>, limit: usize) -> bo
 }
 
 /// Reads the whole body, failing with 413 as soon as it grows past `limit` bytes.
-pub async fn read_body(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::invalid(format!("could not read body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
+pub async fn read_body(payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
+    read_body_within(payload, limit, BODY_TIMEOUT).await
+}
+
+/// How long a client may take to send its whole body: a trickling client must not hold an
+/// in-flight slot forever (SPEC §9, slow clients time out).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`read_body`] with an explicit deadline → 408 `request_timeout` when it passes.
+pub async fn read_body_within(
+    mut payload: Payload,
+    limit: usize,
+    within: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    let read = async move {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::invalid(format!("could not read body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .unwrap_or(Err(ApiError::RequestTimeout {
+            secs: within.as_secs(),
+        }))
 }
 
 #[cfg(test)]

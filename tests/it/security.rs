@@ -163,6 +163,15 @@ fn requests_over_the_in_flight_cap_get_429_daemon_busy() {
         "{}",
         r.headers
     );
+    // A client that never finishes its body times out (408) and frees its slot.
+    let mut first = held.remove(0);
+    first
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut first, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
     drop(held);
     assert!(wait_until(Duration::from_secs(5), || d
         .get("/v1/health")

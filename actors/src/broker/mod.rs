@@ -42,6 +42,9 @@ use rate::Pacer;
 
 type WsSink = SinkWrite<WsMessage, SplitSink<Framed<BoxedSocket, Codec>, WsMessage>>;
 
+/// How long a shutdown waits for the broker to answer our close frame.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
 /// How often overdue acks are looked for.
 const ACK_SWEEP: Duration = Duration::from_millis(100);
 
@@ -92,6 +95,8 @@ pub struct BrokerConnection {
     revoked: bool,
     /// Terminal: shutdown requested.
     closing: bool,
+    /// [`CloseLink`] callers waiting for the socket to be gone.
+    close_waiters: Vec<oneshot::Sender<()>>,
     /// Paces sends to the broker's bucket; survives reconnects (the broker's bucket does).
     pacer: Pacer,
     /// Peer list; survives reconnects as a stale cache.
@@ -137,6 +142,7 @@ impl BrokerConnection {
             last_error: None,
             revoked: false,
             closing: false,
+            close_waiters: Vec::new(),
             pacer,
             peer_cache: PeerCache::default(),
             state: LinkState::Connecting,
@@ -426,7 +432,8 @@ impl Actor for BrokerConnection {
         }
         self.set_state(LinkState::Reconnecting);
         let idx = (self.attempt as usize - 1).min(BACKOFF_CAPS_MS.len() - 1);
-        let delay = rand::thread_rng().gen_range(0..BACKOFF_CAPS_MS[idx]);
+        let cap = BACKOFF_CAPS_MS[idx].min(self.cfg.tuning.reconnect_cap_ms.max(1));
+        let delay = rand::thread_rng().gen_range(0..cap);
         ctx.run_later(Duration::from_millis(delay), |act, ctx| {
             if act.closing {
                 return;
@@ -452,6 +459,9 @@ impl Actor for BrokerConnection {
             self.peers_out.drainer.do_send(LinkEvent::Down {
                 mesh: self.slug().to_string(),
             });
+        }
+        for w in self.close_waiters.drain(..) {
+            let _ = w.send(());
         }
     }
 }
@@ -695,19 +705,28 @@ impl Handler<GetLinkStatus> for BrokerConnection {
 }
 
 impl Handler<CloseLink> for BrokerConnection {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _msg: CloseLink, ctx: &mut Context<Self>) {
+    /// Sends close 1000 and answers once the socket has closed (the broker answers the close
+    /// frame, which ends the stream) or after [`CLOSE_GRACE`]: the shutdown puts inflight rows
+    /// back to pending only after this, so no ack can arrive for a row already reset.
+    fn handle(&mut self, _msg: CloseLink, ctx: &mut Context<Self>) -> Self::Result {
         self.closing = true;
+        let (tx, rx) = oneshot::channel();
+        self.close_waiters.push(tx);
         if let Some(sink) = self.sink.as_mut() {
             let _ = sink.write(WsMessage::Close(Some(awc::ws::CloseReason {
                 code: awc::ws::CloseCode::Normal,
                 description: None,
             })));
             sink.close();
+            ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+        } else {
+            ctx.stop();
         }
         self.set_state(LinkState::Closed);
-        // Give the close frame a moment to flush; the broker's answering close ends the stream.
-        ctx.run_later(Duration::from_millis(250), |_, ctx| ctx.stop());
+        Box::pin(async move {
+            let _ = tokio::time::timeout(CLOSE_GRACE * 2, rx).await;
+        })
     }
 }

@@ -210,21 +210,27 @@ impl OutboxDrainer {
                     Vec::new()
                 }
             };
-            let mut again = false;
-            if let Some(st) = act.meshes.get_mut(&slug) {
-                st.claiming = false;
-                again = st.again;
-                for row in &rows {
-                    st.busy.insert(store::destination_key(row).to_string());
-                }
-            }
-            for row in rows {
-                act.dispatch(ctx, row);
-            }
-            if again {
-                act.drain(ctx, &slug);
-            }
+            act.claimed(ctx, &slug, rows);
         }));
+    }
+
+    /// A claim of `mesh` returned `rows`: mark their destinations busy and send them; run the
+    /// claim that was asked for meanwhile.
+    fn claimed(&mut self, ctx: &mut Context<Self>, mesh: &str, rows: Vec<OutboxRow>) {
+        let mut again = false;
+        if let Some(st) = self.meshes.get_mut(mesh) {
+            st.claiming = false;
+            again = st.again;
+            for row in &rows {
+                st.busy.insert(store::destination_key(row).to_string());
+            }
+        }
+        for row in rows {
+            self.dispatch(ctx, row);
+        }
+        if again {
+            self.drain(ctx, mesh);
+        }
     }
 
     /// Resolves, encrypts and sends one claimed row, then applies the outcome.
@@ -357,6 +363,9 @@ impl OutboxDrainer {
             .iter()
             .map(|u| (u.row.id, u.set_target.clone(), u.op.clone()))
             .collect();
+        // The claims that follow this apply ride in the same database task: the slots it
+        // frees are refilled without another round trip to the database thread.
+        let claims = self.plan_claims(&batch);
         let max_attempts = i64::from(self.tuning.max_attempts);
         let now = now_ms();
         let fut = self.db.send(DbTask::new(move |conn| {
@@ -372,19 +381,27 @@ impl OutboxDrainer {
                 .collect();
             tx.commit()
                 .map_err(store::StoreError::sql("apply outcomes: commit"))?;
-            Ok(died)
+            let claimed: Vec<(String, Result<Vec<OutboxRow>, String>)> = claims
+                .into_iter()
+                .map(|(mesh, free, busy)| {
+                    let rows =
+                        store::claim_due(conn, &mesh, now, free, &busy).map_err(|e| e.to_string());
+                    (mesh, rows)
+                })
+                .collect();
+            Ok((died, claimed))
         }));
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.updating = false;
-            let results = match res {
+            let (results, claimed) = match res {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
                     log::error!("outbox outcome batch failed: {e}");
-                    vec![Ok(None); batch.len()]
+                    (vec![Ok(None); batch.len()], Vec::new())
                 }
                 Err(e) => {
                     log::error!("outbox db unavailable: {e}");
-                    vec![Ok(None); batch.len()]
+                    (vec![Ok(None); batch.len()], Vec::new())
                 }
             };
             let mut meshes = HashSet::new();
@@ -405,11 +422,51 @@ impl OutboxDrainer {
                 }
                 meshes.insert(u.row.mesh);
             }
+            for (mesh, rows) in claimed {
+                let rows = rows.unwrap_or_else(|e| {
+                    log::error!("outbox claim for {mesh} failed: {e}");
+                    Vec::new()
+                });
+                act.claimed(ctx, &mesh, rows);
+                meshes.remove(&mesh);
+            }
+            // Meshes whose claim could not ride along (one was already running) claim now.
             for mesh in meshes {
                 act.drain(ctx, &mesh);
             }
             act.flush_updates(ctx);
         }));
+    }
+
+    /// For each mesh of `batch` that is up and not already claiming: the free slots and the
+    /// busy destinations as they will be once `batch` is applied. Marks those meshes claiming.
+    fn plan_claims(&mut self, batch: &[Update]) -> Vec<(String, usize, HashSet<String>)> {
+        if self.closing {
+            return Vec::new();
+        }
+        let window = self.tuning.window.max(1) as usize;
+        let mut plans = Vec::new();
+        let meshes: HashSet<&str> = batch.iter().map(|u| u.row.mesh.as_str()).collect();
+        for mesh in meshes {
+            let Some(st) = self.meshes.get_mut(mesh) else {
+                continue;
+            };
+            if !st.up || st.claiming {
+                continue;
+            }
+            let mut busy = st.busy.clone();
+            for u in batch.iter().filter(|u| u.row.mesh == mesh) {
+                busy.remove(&u.dest);
+            }
+            let free = window.saturating_sub(busy.len());
+            if free == 0 {
+                continue;
+            }
+            st.claiming = true;
+            st.again = false;
+            plans.push((mesh.to_string(), free, busy));
+        }
+        plans
     }
 
     fn report_dead(&self, row: &OutboxRow, error: &str) {
