@@ -38,6 +38,8 @@ pub struct EngineConfig {
     pub meshes: Vec<(JoinedMesh, MemberKeys)>,
     pub default_mesh: String,
     pub display_name: Option<String>,
+    /// Groups announced in every hello (config.json `groups`).
+    pub groups: Vec<crate::wire::Group>,
     pub tuning: Tuning,
     pub daemon_dir: PathBuf,
     pub outbox: Connection,
@@ -93,6 +95,7 @@ pub fn start(cfg: EngineConfig) -> Engine {
                 mesh: mesh.clone(),
                 keys: keys.clone(),
                 display_name: cfg.display_name.clone(),
+                groups: cfg.groups.clone(),
                 tuning: tuning2.broker.clone(),
             };
             let (lp, me) = (link_peers.clone(), metrics2.clone());

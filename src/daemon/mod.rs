@@ -193,6 +193,7 @@ async fn serve_once(
         meshes: attach.meshes,
         default_mesh: settings.default_mesh.clone(),
         display_name: settings.display_name.clone(),
+        groups: settings.config.groups.clone(),
         tuning: settings.tuning.clone(),
         daemon_dir: dirs.daemon_dir.clone(),
         outbox: attach.outbox,

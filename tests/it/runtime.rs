@@ -528,3 +528,29 @@ fn a_name_matching_two_peers_is_ambiguous_and_a_hex_prefix_resolves() {
     assert!(wait_until(Duration::from_secs(10), || bob.inbox_bodies()
         == ["by prefix"]));
 }
+
+#[test]
+fn a_group_post_reaches_the_members_that_joined_the_group_in_config_json() {
+    let w = World::new("alice,bob,carol", &NO_RATE);
+    // bob joins `ops` through config.json's `groups` (as the TypeScript CLI writes it).
+    let path = w.config_dir("bob").join("config.json");
+    let mut cfg: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    cfg["groups"] = json!([{"name": "ops", "role": "oncall"}]);
+    std::fs::write(&path, cfg.to_string()).expect("write");
+    let alice = Daemon::start(&w.config_dir("alice"), &[]);
+    let bob = Daemon::start(&w.config_dir("bob"), &[]);
+    let carol = Daemon::start(&w.config_dir("carol"), &[]);
+    let r = alice.post("/v1/send", &json!({"to": "@ops", "message": "deploy done"}));
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(wait_until(Duration::from_secs(10), || bob.inbox_bodies()
+        == ["deploy done"]));
+    let item = &bob.get("/v1/inbox").expect("inbox").json()["items"][0];
+    assert_eq!(item["kind"], "plain");
+    // The post went out (acked) and carol, outside the group, got nothing.
+    assert!(wait_until(Duration::from_secs(5), || {
+        alice.get("/v1/outbox?status=done").expect("outbox").json()["items"][0]["to"] == "@ops"
+    }));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(carol.inbox_bodies().is_empty());
+}

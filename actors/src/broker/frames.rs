@@ -45,6 +45,7 @@ pub fn hello(
     mesh: &JoinedMesh,
     keys: &MemberKeys,
     display_name: Option<&str>,
+    groups: &[crate::wire::Group],
     session_id: &str,
     timestamp_ms: i64,
 ) -> String {
@@ -68,7 +69,8 @@ pub fn hello(
         peer_type: Some("ai".into()),
         channel: Some("claudemesh-daemon".into()),
         model: None,
-        groups: None,
+        // Groups from config.json; none = the member's default groups on the broker.
+        groups: (!groups.is_empty()).then(|| groups.to_vec()),
         protocol_version: None,
         capabilities: None,
         timestamp: timestamp_ms.into(),

@@ -73,6 +73,8 @@ pub struct LinkConfig {
     pub mesh: JoinedMesh,
     pub keys: MemberKeys,
     pub display_name: Option<String>,
+    /// Groups announced in the hello (config.json `groups`).
+    pub groups: Vec<crate::wire::Group>,
     pub tuning: BrokerTuning,
     /// Where the saved profile of this mesh lives (re-applied after every reconnect).
     pub profile_path: PathBuf,
@@ -225,6 +227,7 @@ impl BrokerConnection {
             &self.cfg.mesh,
             &self.cfg.keys,
             self.cfg.display_name.as_deref(),
+            &self.cfg.groups,
             &self.session_id,
             now_ms(),
         );

@@ -72,6 +72,10 @@ pub struct ClaudemeshConfig {
     /// The name this host shows to peers, if set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// Groups this host joins (`groups`: `[{name, role?}]` or plain names), announced in the
+    /// hello so `@group` posts reach it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<crate::wire::Group>,
 }
 
 /// Parses and validates the text of `config.json`; `file` is only used in error messages.
@@ -89,6 +93,15 @@ pub fn parse_config_json(text: &str, file: &Path) -> Result<ClaudemeshConfig, Se
     };
     let version = fields.opt_u32(top, "", "version")?;
     let display_name = fields.opt_string(top, "", "displayName")?;
+    let groups = match top.get("groups") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| fields.group(i, item))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => return Err(fields.bad("groups", "expected an array")),
+    };
     let meshes = match top.get("meshes") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
@@ -111,6 +124,7 @@ pub fn parse_config_json(text: &str, file: &Path) -> Result<ClaudemeshConfig, Se
         version,
         meshes,
         display_name,
+        groups,
     })
 }
 
@@ -120,6 +134,35 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
+    /// One `groups[i]`: `"name"`, `"@name"` or `{"name", "role"?}`.
+    fn group(&self, i: usize, item: &Value) -> Result<crate::wire::Group, SettingsError> {
+        let path = format!("groups[{i}]");
+        let expected = "expected a group name or {\"name\", \"role\"?}";
+        let (name, role) = match item {
+            Value::String(name) => (name.as_str(), None),
+            Value::Object(o) => {
+                let Some(Value::String(name)) = o.get("name") else {
+                    return Err(self.bad(&format!("{path}.name"), "expected a string"));
+                };
+                let role = match o.get("role") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(r)) => Some(r.clone()),
+                    Some(_) => return Err(self.bad(&format!("{path}.role"), "expected a string")),
+                };
+                (name.as_str(), role)
+            }
+            _ => return Err(self.bad(&path, expected)),
+        };
+        let name = name.trim().trim_start_matches('@');
+        if name.is_empty() {
+            return Err(self.bad(&path, "empty group name"));
+        }
+        Ok(crate::wire::Group {
+            name: name.to_string(),
+            role,
+        })
+    }
+
     fn bad(&self, field: &str, reason: &str) -> SettingsError {
         SettingsError::ConfigField {
             file: self.file.to_path_buf(),
@@ -398,5 +441,24 @@ mod tests {
             "camelCase on the way out: {text}"
         );
         assert_eq!(parse_config_json(&text, Path::new("c.json")).unwrap(), cfg);
+    }
+
+    #[test]
+    fn groups_accept_names_and_objects_and_name_the_bad_field() {
+        let cfg = parse(&json!({"meshes": [mesh_json("one")],
+            "groups": ["ops", "@dev", {"name": "qa", "role": "lead"}]}))
+        .unwrap();
+        let names: Vec<(&str, Option<&str>)> = cfg
+            .groups
+            .iter()
+            .map(|g| (g.name.as_str(), g.role.as_deref()))
+            .collect();
+        assert_eq!(names, [("ops", None), ("dev", None), ("qa", Some("lead"))]);
+        assert_eq!(
+            err(&json!({"meshes": [], "groups": ["ok", {"role": "x"}]})),
+            "config.json: groups[1].name: expected a string"
+        );
+        assert!(err(&json!({"meshes": [], "groups": "ops"})).contains("groups: expected an array"));
+        assert!(err(&json!({"meshes": [], "groups": [""]})).contains("groups[0]: empty group name"));
     }
 }
