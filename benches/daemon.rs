@@ -192,12 +192,13 @@ fn accept_run(sock: &Path, conc: usize, total: usize, same_id: bool, tag: &str) 
     (l.len() as f64 / secs, pct(&l, 0.5), pct(&l, 0.99))
 }
 
-fn rss_kb(pid: u32) -> u64 {
+/// A `/proc/<pid>/status` field in kB (`VmRSS`, `RssAnon`, ...).
+fn status_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
@@ -264,7 +265,8 @@ fn main() {
     let bob = daemon(&bob_dir);
     wait_open(&bsock);
     std::thread::sleep(Duration::from_millis(500));
-    let idle_rss = rss_kb(bob.0.id());
+    let idle_rss = status_kb(bob.0.id(), "VmRSS:");
+    let idle_anon = status_kb(bob.0.id(), "RssAnon:");
 
     // End-to-end latency at 200 msg/s: alice's socket → broker → bob → bob's SSE.
     let n = 1_000usize;
@@ -332,7 +334,11 @@ fn main() {
     ));
     rows.push((
         "idle RSS (a connected daemon, after start)".into(),
-        format!("{:.1} MB", idle_rss as f64 / 1024.0),
+        format!(
+            "{:.1} MB   (anonymous {:.1} MB; the rest is the mapped binary)",
+            idle_rss as f64 / 1024.0,
+            idle_anon as f64 / 1024.0
+        ),
     ));
     drop(bob);
     drop(alice);
