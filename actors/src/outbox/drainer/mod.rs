@@ -366,6 +366,7 @@ impl OutboxDrainer {
         // The claims that follow this apply ride in the same database task: the slots it
         // frees are refilled without another round trip to the database thread.
         let claims = self.plan_claims(&batch);
+        let planned: Vec<String> = claims.iter().map(|(m, _, _)| m.clone()).collect();
         let max_attempts = i64::from(self.tuning.max_attempts);
         let now = now_ms();
         let fut = self.db.send(DbTask::new(move |conn| {
@@ -395,13 +396,25 @@ impl OutboxDrainer {
             act.updating = false;
             let (results, claimed) = match res {
                 Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    log::error!("outbox outcome batch failed: {e}");
-                    (vec![Ok(None); batch.len()], Vec::new())
-                }
-                Err(e) => {
-                    log::error!("outbox db unavailable: {e}");
-                    (vec![Ok(None); batch.len()], Vec::new())
+                failed => {
+                    // Nothing was recorded: the rows are still inflight in the database. Keep
+                    // their destinations busy and try the same outcomes again shortly, so no
+                    // row is left inflight (which would block its destination until restart).
+                    match failed {
+                        Ok(Err(e)) => log::error!("outbox outcome batch failed, retrying: {e}"),
+                        Err(e) => log::error!("outbox db unavailable, retrying outcomes: {e}"),
+                        Ok(Ok(_)) => {}
+                    }
+                    for mesh in &planned {
+                        if let Some(st) = act.meshes.get_mut(mesh) {
+                            st.claiming = false;
+                        }
+                    }
+                    act.updates.extend(batch);
+                    if !act.closing {
+                        ctx.run_later(Duration::from_secs(1), |act, ctx| act.flush_updates(ctx));
+                    }
+                    return;
                 }
             };
             let mut meshes = HashSet::new();

@@ -49,15 +49,24 @@ impl Handler<RequeueRow> for OutboxDrainer {
 
     fn handle(&mut self, msg: RequeueRow, _ctx: &mut Context<Self>) -> Self::Result {
         // An inflight row may be requeued only when it is not really in flight (SPEC §5.4).
+        // A mesh with a claim running may hold rows already inflight in the database whose
+        // destinations are not yet marked busy: treat all its inflight rows as in flight.
         let in_flight: HashSet<String> = self
             .meshes
             .values()
             .flat_map(|m| m.busy.iter().cloned())
             .collect();
+        let claiming: HashSet<String> = self
+            .meshes
+            .iter()
+            .filter(|(_, m)| m.claiming)
+            .map(|(slug, _)| slug.clone())
+            .collect();
         let fut = self.db.send(DbTask::new(move |conn| {
             if let Some(row) = store::get(conn, msg.id)? {
                 if row.status == store::Status::Inflight
-                    && in_flight.contains(store::destination_key(&row))
+                    && (in_flight.contains(store::destination_key(&row))
+                        || claiming.contains(&row.mesh))
                 {
                     return Ok(Err(store::RequeueError::NotRequeueable {
                         id: row.id,
