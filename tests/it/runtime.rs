@@ -518,6 +518,23 @@ fn a_name_matching_two_peers_is_ambiguous_and_a_hex_prefix_resolves() {
     let alice = Daemon::start(&w.config_dir("alice"), &[]);
     let bob = Daemon::start(&w.config_dir("bob"), &[]);
     let _bob2 = Daemon::start(&w.config_dir("Bob"), &[]);
+    // Wait until alice's peer list shows both (a peer that joined a moment ago may not be in
+    // it yet; a name that resolves in a fresh list is used as is).
+    let bobs = || {
+        alice.get("/v1/peers").ok().is_some_and(|r| {
+            r.json()["peers"].as_array().is_some_and(|ps| {
+                ps.iter()
+                    .filter(|p| {
+                        p["displayName"]
+                            .as_str()
+                            .is_some_and(|n| n.eq_ignore_ascii_case("bob"))
+                    })
+                    .count()
+                    == 2
+            })
+        })
+    };
+    assert!(wait_until(Duration::from_secs(10), bobs));
     let r = alice.post("/v1/send", &json!({"to": "BOB", "message": "which one?"}));
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.json()["error"], "ambiguous_peer");
