@@ -448,12 +448,24 @@ fn pending_dead_and_aborted_rows_answer_their_idempotency_cells_and_requeue_keep
     );
     assert_eq!(r.json()["conflict"], "outbox_dead_fingerprint_mismatch");
 
-    // Requeue the pending DM under a new id: routing fields are kept (it stays a DM to bob).
-    let rows = alice
-        .get("/v1/outbox?status=pending")
-        .expect("outbox")
-        .json();
-    let id = rows["items"][0]["id"].as_i64().expect("row id");
+    // Requeue the DM under a new id: routing fields are kept (it stays a DM to bob). It is
+    // pending, or dead if a retry fell into the frozen window above (max_attempts=1); both
+    // may be requeued — wait until it is not momentarily inflight.
+    let mut id = None;
+    assert!(wait_until(Duration::from_secs(10), || {
+        let rows = alice.get("/v1/outbox?limit=500").expect("outbox").json();
+        id = rows["items"].as_array().and_then(|items| {
+            items
+                .iter()
+                .find(|r| {
+                    r["client_message_id"] == "p-1"
+                        && (r["status"] == "pending" || r["status"] == "dead")
+                })
+                .and_then(|r| r["id"].as_i64())
+        });
+        id.is_some()
+    }));
+    let id = id.expect("row id");
     let rq = alice.post(
         "/v1/outbox/requeue",
         &json!({"id": id, "new_client_message_id": "p-2"}),
