@@ -583,3 +583,47 @@ fn a_group_post_reaches_the_members_that_joined_the_group_in_config_json() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(carol.inbox_bodies().is_empty());
 }
+
+#[test]
+fn a_name_accepted_before_any_broker_contact_is_resolved_at_drain_time() {
+    let mut w = World::new("alice,bob", &NO_RATE);
+    w.broker.stop();
+    // alice has never reached the broker: no peer list, so the name waits unresolved.
+    let alice = Daemon::spawn(
+        &w.config_dir("alice"),
+        &[("CLAUDEMESH_BROKER_RECONNECT_CAP_MS", "300")],
+        &[],
+    );
+    assert!(wait_until(Duration::from_secs(10), || alice
+        .get("/v1/health")
+        .is_ok()));
+    let r = alice.post(
+        "/v1/send",
+        &json!({"to": "bob", "message": "resolved later"}),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let row = &alice.get("/v1/outbox").expect("outbox").json()["items"][0];
+    assert!(row["target"].is_null(), "{row}");
+    w.restart_broker(&NO_RATE);
+    let bob = Daemon::start(&w.config_dir("bob"), &[]);
+    alice.wait_open();
+    assert!(
+        wait_until(Duration::from_secs(20), || bob.inbox_bodies()
+            == ["resolved later"]),
+        "{}",
+        alice.log()
+    );
+    // The outcome was recorded with the resolved target: nothing stays inflight, and the
+    // destination is free for the next send.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let h = alice.get("/v1/health").expect("health").json();
+        h["outbox"]["inflight"] == 0 && h["outbox"]["pending"] == 0
+    }));
+    let done = &alice.get("/v1/outbox?status=done").expect("outbox").json()["items"][0];
+    assert_eq!(done["target"], w.pubkey("bob").as_str());
+    alice.post("/v1/send", &json!({"to": "bob", "message": "next one"}));
+    assert!(wait_until(Duration::from_secs(10), || bob
+        .inbox_bodies()
+        .len()
+        == 2));
+}

@@ -195,4 +195,36 @@ mod tests {
             Change::Offline("unknown_peer".into())
         );
     }
+
+    #[test]
+    fn a_name_resolved_at_drain_time_is_recorded_inside_the_group_apply_transaction() {
+        use crate::outbox::store::{
+            accept_batch, claim_due, get, open, Durability, NewSend, Status,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("outbox.db"), Durability::Normal, false).unwrap();
+        let send = NewSend {
+            client_message_id: Some("n1".into()),
+            fingerprint: [1; 32],
+            mesh: "m".into(),
+            to: "bob".into(),
+            target: None,
+            priority: "next".into(),
+            meta: None,
+            reply_to_id: None,
+            payload: b"hi".to_vec(),
+        };
+        accept_batch(&mut conn, &[send], 1).unwrap();
+        let rows = claim_due(&mut conn, "m", 2, 8, &Default::default()).unwrap();
+        assert_eq!(rows.len(), 1);
+        let pk = "ab".repeat(32);
+        // The drainer's shape: one transaction around several outcomes.
+        let tx = conn.transaction().unwrap();
+        let died = apply_one(&tx, rows[0].id, Some(&pk), Op::Done("bm".into()), 25, 3).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(died, None);
+        let row = get(&conn, rows[0].id).unwrap().unwrap();
+        assert_eq!(row.status, Status::Done);
+        assert_eq!(row.target.as_deref(), Some(pk.as_str()));
+    }
 }

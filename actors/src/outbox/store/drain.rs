@@ -174,8 +174,23 @@ pub fn mark_dead(conn: &Connection, id: i64, error: &str, _now_ms: i64) -> Resul
 /// of overtaking it under the old key.
 pub fn set_target(conn: &Connection, id: i64, target: &str) -> Result<(), StoreError> {
     const OP: &str = "set_target";
-    let tx = conn.unchecked_transaction().map_err(StoreError::sql(OP))?;
-    tx.execute(
+    // A savepoint, not a transaction: the drainer calls this inside its group-apply
+    // transaction (SQLite refuses a nested BEGIN), and standalone callers get one atomic unit.
+    conn.execute_batch("SAVEPOINT set_target")
+        .map_err(StoreError::sql(OP))?;
+    let result = set_target_rows(conn, id, target);
+    let end = if result.is_ok() {
+        "RELEASE set_target"
+    } else {
+        "ROLLBACK TO set_target; RELEASE set_target"
+    };
+    conn.execute_batch(end).map_err(StoreError::sql(OP))?;
+    result
+}
+
+fn set_target_rows(conn: &Connection, id: i64, target: &str) -> Result<(), StoreError> {
+    const OP: &str = "set_target";
+    conn.execute(
         "UPDATE outbox SET target = ?2
           WHERE status = 'pending' AND target IS NULL AND id <> ?1
             AND mesh = (SELECT mesh FROM outbox WHERE id = ?1 AND target IS NULL)
@@ -183,13 +198,13 @@ pub fn set_target(conn: &Connection, id: i64, target: &str) -> Result<(), StoreE
         (id, target),
     )
     .map_err(StoreError::sql(OP))?;
-    let n = tx
+    let n = conn
         .execute("UPDATE outbox SET target = ?2 WHERE id = ?1", (id, target))
         .map_err(StoreError::sql(OP))?;
     if n == 0 {
         return Err(StoreError::RowNotFound { operation: OP, id });
     }
-    tx.commit().map_err(StoreError::sql(OP))
+    Ok(())
 }
 
 /// Crash recovery: every `inflight` row goes back to `pending` (attempts kept). Returns how
