@@ -25,7 +25,7 @@ use crate::ipc::{IpcListener, StopServing};
 use crate::metrics::Metrics;
 use crate::outbox::db::OutboxDb;
 use crate::outbox::drainer::{DrainTarget, OutboxDrainer};
-use crate::outbox::msg::CloseOutbox;
+use crate::outbox::msg::{CloseOutbox, StopDraining};
 use crate::settings::{JoinedMesh, Tuning};
 use crate::time::now_ms;
 
@@ -162,6 +162,8 @@ impl Engine {
         if let Some(ipc) = ipc {
             let _ = ipc.send(StopServing).await;
         }
+        // No new sends into closing sockets; rows still in flight get their acks or go back.
+        let _ = h.outbox.send(StopDraining).await;
         // All links at once; each answers when its socket is gone (bounded).
         futures_util::future::join_all(h.meshes.iter().map(|m| m.link.send(CloseLink))).await;
         match h.outbox.send(CloseOutbox).await {

@@ -142,22 +142,29 @@ where
         match trigger {
             Ok(Trigger::Stop) => break,
             Ok(Trigger::Reload(next)) => {
-                let meshes = match startup::member_keys(&next) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        // Validated before detaching, so this only fails if the file changed again.
-                        result = Err(e);
-                        break;
+                let port = tcp_addr.map(|a| a.port());
+                let reattached = startup::member_keys(&next)
+                    .and_then(|meshes| startup::attach(&next, meshes, port));
+                match reattached {
+                    Ok(a) => {
+                        attach = a;
+                        settings = *next;
                     }
-                };
-                match startup::attach(&next, meshes, tcp_addr.map(|a| a.port())) {
-                    Ok(a) => attach = a,
                     Err(e) => {
-                        result = Err(e);
-                        break;
+                        // The old engine is already detached: go back to the configuration
+                        // that was running rather than exit.
+                        log::error!("SIGHUP: re-attaching with the new configuration failed ({e}); keeping the previous one");
+                        match startup::member_keys(&settings)
+                            .and_then(|meshes| startup::attach(&settings, meshes, port))
+                        {
+                            Ok(a) => attach = a,
+                            Err(e) => {
+                                result = Err(e);
+                                break;
+                            }
+                        }
                     }
                 }
-                settings = *next;
             }
             Err(e) => {
                 result = Err(e);

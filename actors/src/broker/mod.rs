@@ -529,6 +529,10 @@ impl Handler<DeliverSend> for BrokerConnection {
     type Result = ResponseFuture<DeliveryOutcome>;
 
     fn handle(&mut self, msg: DeliverSend, ctx: &mut Context<Self>) -> Self::Result {
+        if self.closing {
+            let reason = "daemon_shutdown".to_string();
+            return Box::pin(async move { DeliveryOutcome::NotConnected { reason } });
+        }
         if !self.hello_acked {
             let reason = format!("broker_not_open ({})", self.state.as_str());
             return Box::pin(async move { DeliveryOutcome::NotConnected { reason } });
@@ -718,11 +722,12 @@ impl Handler<CloseLink> for BrokerConnection {
         let (tx, rx) = oneshot::channel();
         self.close_waiters.push(tx);
         if let Some(sink) = self.sink.as_mut() {
+            // Written, not `close()`d: closing the sink would drop the buffered close frame.
+            // The broker's answering close (or the grace) ends the actor.
             let _ = sink.write(WsMessage::Close(Some(awc::ws::CloseReason {
                 code: awc::ws::CloseCode::Normal,
                 description: None,
             })));
-            sink.close();
             ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
         } else {
             ctx.stop();

@@ -4,8 +4,10 @@
 //! after a consistent copy of the original is kept as `inbox.db.ts-backup`.
 //!
 //! Tables (version 1):
-//! - `inbox`: one row per distinct `(mesh, dedupe_key)`; `dedupe_key` is the sender's
-//!   `client_message_id` when present, else the broker's message id. `id` is the paging cursor.
+//! - `inbox`: one row per distinct `(mesh, dedupe_key)`; `dedupe_key` is
+//!   `c:<sender pubkey>:<client_message_id>` when the push carries a client id (ids are chosen
+//!   by senders, so they are only unique per sender), else `b:<broker message id>`. `id` is
+//!   the paging cursor.
 //! - `events`: the journal; `AUTOINCREMENT` so an id is never issued twice, even after the
 //!   rows holding the highest ids were trimmed (the high-water mark lives in `sqlite_sequence`).
 //! - `meta`: key/value (the clean-shutdown marker).

@@ -65,6 +65,12 @@ pub struct RequeueRow {
 #[rtype(result = "Result<Counts, OutboxError>")]
 pub struct GetOutboxCounts;
 
+/// Command: claim nothing more (first step of the shutdown, before the links close, so no
+/// row is sent into a closing socket). Accepts keep working.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct StopDraining;
+
 /// Command: stop draining, put rows back from inflight, mark a clean shutdown.
 #[derive(Message, Debug)]
 #[rtype(result = "Result<(), OutboxError>")]

@@ -590,6 +590,14 @@ impl Handler<LinkEvent> for OutboxDrainer {
     }
 }
 
+impl Handler<StopDraining> for OutboxDrainer {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopDraining, _ctx: &mut Context<Self>) {
+        self.closing = true;
+    }
+}
+
 impl Handler<CloseOutbox> for OutboxDrainer {
     type Result = ResponseActFuture<Self, Result<(), OutboxError>>;
 
@@ -597,7 +605,25 @@ impl Handler<CloseOutbox> for OutboxDrainer {
     /// and the connections hold each other's addresses; stopping here ends both).
     fn handle(&mut self, _msg: CloseOutbox, _ctx: &mut Context<Self>) -> Self::Result {
         self.closing = true;
-        let work = query(&self.db, |conn| {
+        // Outcomes still queued for the next group apply are recorded first (a running apply
+        // is ahead of this task on the database thread); only then go the rest back to pending.
+        let ops: Vec<(i64, Option<String>, Op)> = std::mem::take(&mut self.updates)
+            .into_iter()
+            .map(|u| (u.row.id, u.set_target, u.op))
+            .collect();
+        let max_attempts = i64::from(self.tuning.max_attempts);
+        let work = query(&self.db, move |conn| {
+            let now = now_ms();
+            let tx = conn
+                .transaction()
+                .map_err(store::StoreError::sql("close: begin"))?;
+            for (id, set_target, op) in ops {
+                if let Err(e) = apply_one(&tx, id, set_target.as_deref(), op, max_attempts, now) {
+                    log::error!("outbox close: recording row {id} failed: {e}");
+                }
+            }
+            tx.commit()
+                .map_err(store::StoreError::sql("close: commit"))?;
             store::reset_inflight(conn)?;
             store::write_clean_shutdown(conn, true)
         });

@@ -118,8 +118,12 @@ fn decide(row: Existing, status: Status, fingerprint: &[u8; 32], id_str: String)
 /// True when rows of `mesh` addressed to `to` wait unresolved (pending or inflight).
 fn waiting_unresolved(tx: &Transaction<'_>, mesh: &str, to: &str) -> Result<bool, StoreError> {
     tx.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM outbox WHERE status IN ('pending', 'inflight')
-             AND mesh = ?1 AND dest = ?2 AND target IS NULL)",
+        // Two EXISTS, one per status, so each uses its partial index (an IN over both
+        // statuses would scan).
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE status = 'pending'
+                          AND mesh = ?1 AND dest = ?2 AND target IS NULL)
+             OR EXISTS (SELECT 1 FROM outbox WHERE status = 'inflight'
+                          AND mesh = ?1 AND dest = ?2 AND target IS NULL)",
     )
     .and_then(|mut st| st.query_row((mesh, to), |r| r.get(0)))
     .map_err(StoreError::sql("accept: look for unresolved rows"))
@@ -137,7 +141,17 @@ fn insert(
     // unresolved (accepted while the broker was down): queue behind them, unresolved too, so
     // `set_target` re-keys the whole queue together at drain time.
     let target = match &send.target {
-        Some(t) if t != &send.to && waiting_unresolved(tx, &send.mesh, &send.to)? => None,
+        Some(t) if t != &send.to && waiting_unresolved(tx, &send.mesh, &send.to)? => {
+            // The name resolves now, so the rows ahead of this one can go now too: wake them
+            // from their offline backoff.
+            tx.prepare_cached(
+                "UPDATE outbox SET next_attempt_at = ?3 WHERE status = 'pending'
+                   AND mesh = ?1 AND dest = ?2 AND target IS NULL AND next_attempt_at > ?3",
+            )
+            .and_then(|mut st| st.execute((&send.mesh, &send.to, now_ms)))
+            .map_err(StoreError::sql("accept: wake unresolved rows"))?;
+            None
+        }
         other => other.clone(),
     };
     tx.prepare_cached(
