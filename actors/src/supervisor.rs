@@ -21,7 +21,7 @@ use crate::events::{CloseStreams, EventHub};
 use crate::handles::{DaemonInfo, Handles, MeshHandle};
 use crate::inbox::actor::InboxStore;
 use crate::inbox::msg::{CloseInbox, PruneInbox};
-use crate::ipc::{IpcListener, StopServing};
+use crate::ipc::{IpcListener, PauseServing, StopServing};
 use crate::metrics::Metrics;
 use crate::outbox::db::OutboxDb;
 use crate::outbox::drainer::{DrainTarget, OutboxDrainer};
@@ -45,6 +45,8 @@ pub struct EngineConfig {
     pub outbox: Connection,
     pub inbox: Connection,
     pub info: DaemonInfo,
+    /// Counters; owned by the process so they survive a SIGHUP re-attach.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A running engine: handles plus what the shutdown needs.
@@ -56,7 +58,7 @@ pub struct Engine {
 
 /// Starts every actor. Must run inside an actix system.
 pub fn start(cfg: EngineConfig) -> Engine {
-    let metrics = Arc::new(Metrics::default());
+    let metrics = cfg.metrics.clone();
     let tuning = Arc::new(cfg.tuning);
     let events = EventHub::new(tuning.ipc.max_sse_streams, SSE_BUFFER).start();
 
@@ -158,6 +160,11 @@ impl Engine {
     /// sockets closed with 1000, inflight rows back to pending, clean markers written.
     pub async fn shutdown(self, ipc: Option<Addr<IpcListener>>) {
         let h = &self.handles;
+        // Stop accepting first (a client reconnecting meanwhile sees a refused connection,
+        // not a full stream table), then end the streams, then drain in-flight requests.
+        if let Some(ipc) = &ipc {
+            let _ = ipc.send(PauseServing).await;
+        }
         let _ = h.events.send(CloseStreams).await;
         if let Some(ipc) = ipc {
             let _ = ipc.send(StopServing).await;

@@ -123,7 +123,11 @@ where
     // 4–6. databases and listeners.
     let mut attach = startup::attach(&settings, meshes, None)?;
 
-    let started_at = now_ms();
+    let process = Process {
+        token,
+        started_at: now_ms(),
+        metrics: Arc::new(claudemesh_actors::metrics::Metrics::default()),
+    };
     let system = actix::System::new();
     let mut shutdown = Box::pin(shutdown);
     let mut settings = settings;
@@ -133,8 +137,7 @@ where
         let trigger = system.block_on(serve_once(
             &settings,
             attach,
-            &token,
-            started_at,
+            &process,
             tcp_addr,
             shutdown.as_mut(),
             reload.as_deref(),
@@ -184,11 +187,20 @@ where
 
 /// One attachment: starts the actors and the IPC server, waits for a stop or a valid reload,
 /// then runs the ordered shutdown.
+/// What lives as long as the process, across SIGHUP re-attaches.
+struct Process {
+    /// The bearer token of the TCP port.
+    token: String,
+    /// Unix ms of the start (uptime in health).
+    started_at: i64,
+    /// Counters for `/v1/metrics`.
+    metrics: Arc<claudemesh_actors::metrics::Metrics>,
+}
+
 async fn serve_once(
     settings: &DaemonSettings,
     attach: startup::Attach,
-    token: &str,
-    started_at: i64,
+    process: &Process,
     tcp_addr: Option<std::net::SocketAddr>,
     mut shutdown: std::pin::Pin<&mut (dyn Future<Output = ()> + 'static)>,
     reload: Option<&dyn Fn() -> Result<DaemonSettings, claudemesh_actors::settings::SettingsError>>,
@@ -208,14 +220,15 @@ async fn serve_once(
         info: DaemonInfo {
             pid: me,
             version: env!("CARGO_PKG_VERSION"),
-            started_at_ms: started_at,
+            started_at_ms: process.started_at,
             daemon_dir: dirs.daemon_dir.clone(),
             socket: dirs.socket(),
             tcp: tcp_addr,
             schema_version: outbox::store::SCHEMA_VERSION,
         },
+        metrics: process.metrics.clone(),
     });
-    let token_data = actix_web::web::Data::new(LocalToken(token.to_string()));
+    let token_data = actix_web::web::Data::new(LocalToken(process.token.clone()));
     // One gauge for every worker: the in-flight cap is per daemon, not per worker.
     let gauge = actix_web::web::Data::new(http::limits::InflightGauge::default());
     let configure: claudemesh_actors::ipc::Configure = Arc::new(move |cfg| {

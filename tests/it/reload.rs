@@ -61,6 +61,12 @@ fn sighup_attaches_a_newly_joined_mesh_and_detaches_a_removed_one() {
         .push(second);
     std::fs::write(&config_path, joined.to_string()).expect("write");
 
+    // One send before the reload, counted by the process.
+    let r = alice.post(
+        "/v1/send",
+        &json!({"to": "*", "message": "before the reload"}),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
     hup(&alice);
     let both_open = || {
         let s = mesh_states(&alice);
@@ -81,6 +87,13 @@ fn sighup_attaches_a_newly_joined_mesh_and_detaches_a_removed_one() {
     assert_eq!(r.status, 202, "{}", r.body);
     assert!(wait_until(Duration::from_secs(10), || dave.inbox_bodies()
         == ["over the new mesh"]));
+
+    // Counters belong to the process: the re-attach did not reset them.
+    let metrics = alice.get("/v1/metrics").expect("metrics").body;
+    assert!(
+        metrics.contains("claudemeshd_sends_accepted_total 2"),
+        "{metrics}"
+    );
 
     // A broken config.json is refused; the daemon keeps both meshes.
     std::fs::write(&config_path, "{ not json").expect("write");

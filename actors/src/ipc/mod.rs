@@ -3,7 +3,8 @@
 //! The engine does not know the routes: the edge crate hands over a `configure` function that
 //! mounts them (and its own app data); the listener adds [`Handles`] as app data, tags every
 //! connection with [`ConnInfo`] (transport and, on the socket, the peer's uid from
-//! `SO_PEERCRED`) and owns the server handle. Accepts [`StopServing`] for the ordered shutdown.
+//! `SO_PEERCRED`) and owns the server handle. Accepts [`PauseServing`] and [`StopServing`]
+//! for the ordered shutdown.
 
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
@@ -87,6 +88,20 @@ impl IpcListener {
             }
         });
         Ok(IpcListener { handle }.start())
+    }
+}
+
+/// Command: stop accepting new connections; requests in flight go on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PauseServing;
+
+impl Handler<PauseServing> for IpcListener {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: PauseServing, _ctx: &mut Context<Self>) -> Self::Result {
+        let handle = self.handle.clone();
+        Box::pin(async move { handle.pause().await })
     }
 }
 
