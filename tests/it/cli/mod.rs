@@ -24,6 +24,16 @@ pub struct Run {
 }
 
 impl Run {
+    /// Runs `cmd` to completion and keeps its exit code and output.
+    pub fn of(mut cmd: Command) -> Run {
+        let o = cmd.output().expect("run claudemeshd");
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).to_string(),
+            stderr: String::from_utf8_lossy(&o.stderr).to_string(),
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(self.stdout.trim())
             .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", self.stdout))
@@ -60,12 +70,7 @@ pub fn cli_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let o = cmd.output().expect("run claudemeshd");
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&o.stderr).to_string(),
-    }
+    Run::of(cmd)
 }
 
 pub fn cli(config: &Path, args: &[&str]) -> Run {

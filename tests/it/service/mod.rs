@@ -27,12 +27,7 @@ fn svc(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let o = cmd.output().expect("run claudemeshd");
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&o.stderr).to_string(),
-    }
+    Run::of(cmd)
 }
 
 fn unit_path(home: &Path) -> PathBuf {
