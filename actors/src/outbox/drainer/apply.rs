@@ -33,7 +33,7 @@ impl OutboxDrainer {
         let change = outcome::classify(step, self.closing);
         if matches!(change, Change::RateLimited(_)) {
             if let Some(st) = self.meshes.get(&mesh) {
-                st.link.do_send(RateLimited);
+                st.link.rate_limited.do_send(RateLimited);
             }
         }
         let mut rng = rand::thread_rng();

@@ -7,7 +7,7 @@ use actix::prelude::*;
 
 use super::super::db::DbTask;
 use super::super::outcome::Step;
-use super::super::store::{self, OutboxRow};
+use super::super::store::{self, OutboxRow, Settled};
 use super::OutboxDrainer;
 use crate::broker::msg::{
     DeliverSend, DeliveryOutcome, LinkEvent, OutgoingSend, Resolution, ResolvePeer,
@@ -88,6 +88,7 @@ impl OutboxDrainer {
         };
         let link = st.link.clone();
         let keys = st.keys.clone();
+        let db = self.db.clone();
         let fut = async move {
             let target = match &row.target {
                 Some(t) => t.clone(),
@@ -97,13 +98,25 @@ impl OutboxDrainer {
                         max_age_ms: 5_000,
                         wait_ms: 1_000,
                     };
-                    match link.send(q).await {
+                    let pubkey = match link.resolve.send(q).await {
                         Ok(Resolution::Found { pubkey }) => pubkey,
                         Ok(Resolution::Ambiguous { .. }) => {
                             return (row, None, Step::Unresolved("ambiguous_peer"))
                         }
                         Ok(_) => return (row, None, Step::Unresolved("unknown_peer")),
                         Err(_) => return (row, None, Step::Unresolved("unknown_peer")),
+                    };
+                    // The row was claimed under its name; the target may have older rows
+                    // open (sent to the full key, or before a restart): wait behind them.
+                    let (id, t) = (row.id, pubkey.clone());
+                    match db
+                        .send(DbTask::new(move |conn| store::settle_target(conn, id, &t)))
+                        .await
+                    {
+                        Ok(Ok(Settled::Go)) => pubkey,
+                        Ok(Ok(Settled::Behind)) => return (row, Some(pubkey), Step::Behind),
+                        Ok(Err(e)) => return (row, None, Step::Deferred(e.to_string())),
+                        Err(e) => return (row, None, Step::Deferred(e.to_string())),
                     }
                 }
             };
@@ -134,7 +147,7 @@ impl OutboxDrainer {
                 ciphertext: body.ciphertext_b64,
                 reply_to_id: row.reply_to_id.clone(),
             };
-            let outcome = match link.send(DeliverSend { send }).await {
+            let outcome = match link.deliver.send(DeliverSend { send }).await {
                 Ok(o) => o,
                 Err(e) => DeliveryOutcome::NotConnected {
                     reason: format!("link mailbox: {e}"),

@@ -31,6 +31,7 @@ use super::db::{DbTask, OutboxDb};
 use super::msg::*;
 use super::outcome::Update;
 use super::store::{self, Accepted, NewSend, OutboxRow};
+use crate::broker::msg::{DeliverSend, RateLimited, ResolvePeer};
 use crate::broker::BrokerConnection;
 use crate::crypto::MemberKeys;
 use crate::inbox::msg::RecordEvent;
@@ -53,9 +54,31 @@ pub struct DrainTarget {
     pub link: Addr<BrokerConnection>,
 }
 
+/// What the drainer sends to one mesh's connection: recipients rather than the connection's
+/// address, so the drain can be exercised against a stand-in link.
+#[derive(Clone)]
+pub struct LinkRecipients {
+    /// Sends a row and answers with the broker's outcome.
+    pub deliver: Recipient<DeliverSend>,
+    /// Resolves a name or prefix against the peer list.
+    pub resolve: Recipient<ResolvePeer>,
+    /// Tells the connection the broker rate-limited a send.
+    pub rate_limited: Recipient<RateLimited>,
+}
+
+impl From<Addr<BrokerConnection>> for LinkRecipients {
+    fn from(link: Addr<BrokerConnection>) -> Self {
+        LinkRecipients {
+            deliver: link.clone().recipient(),
+            resolve: link.clone().recipient(),
+            rate_limited: link.recipient(),
+        }
+    }
+}
+
 struct MeshState {
     keys: MemberKeys,
-    link: Addr<BrokerConnection>,
+    link: LinkRecipients,
     up: bool,
     /// Destinations with a row in flight.
     busy: HashSet<String>,
@@ -96,18 +119,33 @@ impl OutboxDrainer {
         journal: Recipient<RecordEvent>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let meshes = targets
+        let links = targets
             .into_iter()
-            .map(|t| {
+            .map(|t| (t.slug, t.keys, LinkRecipients::from(t.link)))
+            .collect();
+        Self::with_links(db, links, tuning, journal, metrics)
+    }
+
+    /// A drainer over `db` sending each mesh `(slug, keys, link)` to `link`.
+    pub fn with_links(
+        db: Addr<OutboxDb>,
+        links: Vec<(String, MemberKeys, LinkRecipients)>,
+        tuning: OutboxTuning,
+        journal: Recipient<RecordEvent>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let meshes = links
+            .into_iter()
+            .map(|(slug, keys, link)| {
                 let state = MeshState {
-                    keys: t.keys,
-                    link: t.link,
+                    keys,
+                    link,
                     up: false,
                     busy: HashSet::new(),
                     claiming: false,
                     again: false,
                 };
-                (t.slug, state)
+                (slug, state)
             })
             .collect();
         OutboxDrainer {
