@@ -66,6 +66,15 @@ impl OutboxDrainer {
     /// claim that was asked for meanwhile.
     pub(super) fn claimed(&mut self, ctx: &mut Context<Self>, mesh: &str, rows: Vec<OutboxRow>) {
         let mut again = false;
+        if self.closing {
+            // The claim ran before the stop and landed after it: sending now could put a row
+            // on the wire just before the close frame, to be sent again after the restart.
+            if let Some(st) = self.meshes.get_mut(mesh) {
+                st.claiming = false;
+            }
+            self.release(ctx, rows);
+            return;
+        }
         if let Some(st) = self.meshes.get_mut(mesh) {
             st.claiming = false;
             again = st.again;
@@ -79,6 +88,23 @@ impl OutboxDrainer {
         if again {
             self.drain(ctx, mesh);
         }
+    }
+
+    /// Puts claimed rows that will not be sent back to `pending`, unchanged.
+    fn release(&mut self, ctx: &mut Context<Self>, rows: Vec<OutboxRow>) {
+        if rows.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let fut = self
+            .db
+            .send(DbTask::new(move |conn| store::release_claims(conn, &ids)));
+        ctx.spawn(fut.into_actor(self).map(|res, _, _| match res {
+            Ok(Ok(_)) => {}
+            // Still inflight in the database: the close (or the next start) resets them.
+            Ok(Err(e)) => log::error!("outbox release of unsent claims failed: {e}"),
+            Err(e) => log::error!("outbox db unavailable releasing claims: {e}"),
+        }));
     }
 
     /// Resolves, encrypts and sends one claimed row, then applies the outcome.

@@ -238,3 +238,6 @@ impl Handler<StopDraining> for OutboxDrainer {
         self.closing = true;
     }
 }
+
+#[cfg(test)]
+mod tests;

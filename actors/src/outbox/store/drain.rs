@@ -245,6 +245,26 @@ pub fn settle_target(conn: &mut Connection, id: i64, target: &str) -> Result<Set
     Ok(if behind { Settled::Behind } else { Settled::Go })
 }
 
+/// Puts the `inflight` rows `ids` back to `pending` untouched (attempts, error and due time
+/// kept): they were claimed but never sent. Returns how many moved.
+pub fn release_claims(conn: &mut Connection, ids: &[i64]) -> Result<usize, StoreError> {
+    const OP: &str = "release_claims";
+    let tx = conn.transaction().map_err(StoreError::sql(OP))?;
+    let mut moved = 0;
+    {
+        let mut st = tx
+            .prepare_cached(
+                "UPDATE outbox SET status = 'pending' WHERE id = ?1 AND status = 'inflight'",
+            )
+            .map_err(StoreError::sql(OP))?;
+        for id in ids {
+            moved += st.execute([id]).map_err(StoreError::sql(OP))?;
+        }
+    }
+    tx.commit().map_err(StoreError::sql(OP))?;
+    Ok(moved)
+}
+
 /// Crash recovery: every `inflight` row goes back to `pending` (attempts kept). Returns how
 /// many rows moved.
 pub fn reset_inflight(conn: &Connection) -> Result<usize, StoreError> {
