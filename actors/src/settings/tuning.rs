@@ -229,7 +229,7 @@ word_enum!(
 );
 
 /// Parses the text of `daemon.toml`; `file` is only used in error messages. Absent keys take
-/// their defaults; an unknown key, a wrong type or a zero where zero is meaningless is an
+/// their defaults; an unknown key, a wrong type or a value outside the key's range is an
 /// error naming the file and the key.
 pub fn parse_daemon_toml(text: &str, file: &Path) -> Result<Tuning, SettingsError> {
     let tuning: Tuning = toml::from_str(text).map_err(|e| {
@@ -345,10 +345,59 @@ mod tests {
         let msg = parse("[outbox]\nwindow = 0\n").unwrap_err().to_string();
         assert_eq!(
             msg,
-            "/etc/x/daemon.toml: outbox.window: must be greater than 0"
+            "/etc/x/daemon.toml: outbox.window: must be in 1..=4096, got 0"
         );
         let t = parse("[ipc]\ntcp_port = 0\n[outbox]\npayload_retention_days = 0\n").unwrap();
         assert_eq!(t.ipc.tcp_port, 0, "port 0 means any free port");
+    }
+
+    /// Issue 13 item 2: a huge `max_age_hours` overflowed the drainer's hours → ms conversion
+    /// and killed every pending row; every tuning value now has a sane range.
+    #[test]
+    fn out_of_range_values_are_rejected_naming_the_key_and_the_range() {
+        let msg = parse("[outbox]\nmax_age_hours = 3000000000000\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "/etc/x/daemon.toml: outbox.max_age_hours: must be in 1..=876000, got 3000000000000"
+        );
+        assert!(parse("[outbox]\nmax_age_hours = 876000\n").is_ok());
+        let msg = parse("[broker]\nack_timeout_ms = 9223372036854775807\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("broker.ack_timeout_ms: must be in 1..="),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn every_numeric_key_refuses_the_largest_toml_integer() {
+        let defaults = toml::Table::try_from(Tuning::default()).unwrap();
+        for (section, keys) in &defaults {
+            let Some(keys) = keys.as_table() else {
+                continue;
+            };
+            for (key, value) in keys {
+                if !value.is_integer() {
+                    continue;
+                }
+                let text = format!("[{section}]\n{key} = 9223372036854775807\n");
+                let msg = parse(&text).unwrap_err().to_string();
+                assert!(msg.contains("daemon.toml"), "{section}.{key}: {msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_merged_tuning_is_validated_as_a_whole() {
+        let mut t = Tuning::default();
+        assert!(t.validate().is_ok());
+        t.outbox.max_age_hours = u64::MAX;
+        let (key, reason) = t.validate().unwrap_err();
+        assert_eq!(key, "outbox.max_age_hours");
+        assert!(reason.contains("1..=876000"), "{reason}");
     }
 
     #[test]

@@ -47,6 +47,15 @@ const OFFLINE_CAP_MS: u64 = 60_000;
 const RETRY_BASE_MS: u64 = 500;
 const RETRY_CAP_MS: u64 = 30_000;
 
+/// `count` units of `unit_ms` milliseconds, saturating at `i64::MAX` ("never"): a wrapped
+/// product would put an expiry cutoff in the future and kill every row.
+fn span_ms(count: u64, unit_ms: u64) -> i64 {
+    count
+        .checked_mul(unit_ms)
+        .and_then(|ms| i64::try_from(ms).ok())
+        .unwrap_or(i64::MAX)
+}
+
 /// One mesh the drainer can send to.
 pub struct DrainTarget {
     pub slug: String,
@@ -190,11 +199,11 @@ impl OutboxDrainer {
 
     fn housekeeping(&mut self, ctx: &mut Context<Self>) {
         let now = now_ms();
-        let max_age = i64::try_from(self.tuning.max_age_hours).unwrap_or(i64::MAX / 4) * 3_600_000;
-        let retention = i64::from(self.tuning.payload_retention_days) * 86_400_000;
+        let max_age = span_ms(self.tuning.max_age_hours, 3_600_000);
+        let retention = span_ms(u64::from(self.tuning.payload_retention_days), 86_400_000);
         let fut = self.db.send(DbTask::new(move |conn| {
             let expired = store::expire(conn, now, max_age)?;
-            store::prune_payloads(conn, now - retention)?;
+            store::prune_payloads(conn, now.saturating_sub(retention))?;
             Ok(expired)
         }));
         ctx.spawn(fut.into_actor(self).map(|res, act, _| match res {

@@ -72,6 +72,10 @@ struct Rig {
 
 /// A drainer for mesh `m1` over a database holding broadcast rows `ids`, link down.
 fn rig(ids: &[&str]) -> Rig {
+    rig_with(ids, OutboxTuning::default())
+}
+
+fn rig_with(ids: &[&str], tuning: OutboxTuning) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = store::open(&dir.path().join("outbox.db"), Durability::Normal, false).unwrap();
     let sends: Vec<NewSend> = ids
@@ -108,7 +112,7 @@ fn rig(ids: &[&str]) -> Rig {
     let drainer = OutboxDrainer::with_links(
         db.clone(),
         links,
-        OutboxTuning::default(),
+        tuning,
         link.recipient(),
         Arc::new(Metrics::default()),
     )
@@ -181,4 +185,24 @@ async fn claims_landing_after_stop_draining_are_not_sent_and_stay_pending() {
         "sent after the stop"
     );
     assert_eq!(statuses(&r.db).await, [Status::Pending, Status::Pending]);
+}
+
+/// Issue 13 item 2: hours → ms of a huge `max_age_hours` overflowed (wrapping in release,
+/// so the expiry cutoff landed in the future and every pending row went dead; panicking in
+/// debug). Whatever the tuning holds, housekeeping must not kill fresh rows.
+#[actix::test]
+async fn a_huge_max_age_expires_nothing_and_rows_are_still_delivered() {
+    for hours in [3_000_000_000_000, u64::MAX] {
+        let tuning = OutboxTuning {
+            max_age_hours: hours,
+            payload_retention_days: u32::MAX,
+            ..OutboxTuning::default()
+        };
+        let r = rig_with(&["a"], tuning);
+        // Housekeeping runs when the drainer starts; give it time to act.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(statuses(&r.db).await, [Status::Pending], "hours = {hours}");
+        r.drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
+        assert!(wait_for(|| r.delivered.lock().unwrap().len() == 1).await);
+    }
 }
