@@ -12,9 +12,14 @@ use crate::inbox::msg::InboxActorError;
 use crate::inbox::store::StoredEvent;
 use crate::outbox::store::{Durability, Status};
 
-/// Records every row id it is asked to deliver and acks it `queued:true`.
+/// Records every row id it is asked to deliver and acks it `queued:true`, except the first
+/// delivery of each id in `refuse_once` (acked "no connected peer": offline backoff).
+/// Resolves every name to `resolve_to` when set.
+#[derive(Default)]
 struct FakeLink {
     delivered: Arc<Mutex<Vec<String>>>,
+    refuse_once: Vec<String>,
+    resolve_to: Option<String>,
 }
 
 impl Actor for FakeLink {
@@ -27,6 +32,15 @@ impl Handler<DeliverSend> for FakeLink {
     fn handle(&mut self, msg: DeliverSend, _ctx: &mut Context<Self>) -> Self::Result {
         let id = msg.send.client_message_id;
         self.delivered.lock().unwrap().push(id.clone());
+        if let Some(i) = self.refuse_once.iter().position(|r| *r == id) {
+            self.refuse_once.remove(i);
+            return MessageResult(DeliveryOutcome::Acked {
+                queued: false,
+                message_id: String::new(),
+                error: Some("no connected peer for target".into()),
+                duplicate: false,
+            });
+        }
         MessageResult(DeliveryOutcome::Acked {
             queued: true,
             message_id: format!("bm-{id}"),
@@ -40,7 +54,12 @@ impl Handler<ResolvePeer> for FakeLink {
     type Result = MessageResult<ResolvePeer>;
 
     fn handle(&mut self, _msg: ResolvePeer, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(Resolution::Unavailable)
+        MessageResult(match &self.resolve_to {
+            Some(pubkey) => Resolution::Found {
+                pubkey: pubkey.clone(),
+            },
+            None => Resolution::Unavailable,
+        })
     }
 }
 
@@ -76,30 +95,39 @@ fn rig(ids: &[&str]) -> Rig {
 }
 
 fn rig_with(ids: &[&str], tuning: OutboxTuning) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let mut conn = store::open(&dir.path().join("outbox.db"), Durability::Normal, false).unwrap();
     let sends: Vec<NewSend> = ids
         .iter()
         .enumerate()
-        .map(|(i, id)| NewSend {
-            client_message_id: Some(id.to_string()),
-            fingerprint: [i as u8; 32],
-            mesh: "m1".into(),
-            to: format!("#t{i}"),
-            target: Some(format!("#t{i}")),
-            priority: "next".into(),
-            meta: None,
-            reply_to_id: None,
-            payload: b"hi".to_vec(),
-        })
+        .map(|(i, id)| topic_send(id, i, &format!("#t{i}"), Some(&format!("#t{i}"))))
         .collect();
-    store::accept_batch(&mut conn, &sends, crate::time::now_ms()).unwrap();
-    let db = OutboxDb::start_in_arbiter(&Arbiter::new().handle(), move |_| OutboxDb::new(conn));
-    let delivered = Arc::new(Mutex::new(Vec::new()));
-    let link = FakeLink {
-        delivered: delivered.clone(),
+    rig_of(&sends, tuning, FakeLink::default())
+}
+
+fn topic_send(id: &str, i: usize, to: &str, target: Option<&str>) -> NewSend {
+    NewSend {
+        client_message_id: Some(id.to_string()),
+        fingerprint: [i as u8; 32],
+        mesh: "m1".into(),
+        to: to.into(),
+        target: target.map(str::to_string),
+        priority: "next".into(),
+        meta: None,
+        reply_to_id: None,
+        payload: b"hi".to_vec(),
     }
-    .start();
+}
+
+/// A drainer over a database holding `sends` (accepted one by one, in order), link down.
+fn rig_of(sends: &[NewSend], tuning: OutboxTuning, link: FakeLink) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = store::open(&dir.path().join("outbox.db"), Durability::Normal, false).unwrap();
+    let now = crate::time::now_ms();
+    for (i, send) in sends.iter().enumerate() {
+        store::accept_batch(&mut conn, std::slice::from_ref(send), now + i as i64).unwrap();
+    }
+    let db = OutboxDb::start_in_arbiter(&Arbiter::new().handle(), move |_| OutboxDb::new(conn));
+    let delivered = link.delivered.clone();
+    let link = link.start();
     let links = vec![(
         "m1".to_string(),
         MemberKeys::generate(),
@@ -205,4 +233,35 @@ async fn a_huge_max_age_expires_nothing_and_rows_are_still_delivered() {
         r.drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
         assert!(wait_for(|| r.delivered.lock().unwrap().len() == 1).await);
     }
+}
+
+/// Issue 13 item 1 through the drainer: A, sent to P's full key, is refused once (offline)
+/// and backs off; B, sent later to the name "bob", is claimed under its own key meanwhile and
+/// resolves to P. B must wait behind A: the broker sees A, A again, then B — never B first.
+#[actix::test]
+async fn a_name_resolved_at_drain_time_does_not_overtake_an_older_row_to_its_target() {
+    let p = MemberKeys::generate().pubkey_hex();
+    let sends = [
+        topic_send("a", 0, &p, Some(&p)),
+        topic_send("b", 1, "bob", None),
+    ];
+    let link = FakeLink {
+        refuse_once: vec!["a".into()],
+        resolve_to: Some(p.clone()),
+        ..FakeLink::default()
+    };
+    let r = rig_of(&sends, OutboxTuning::default(), link);
+    r.drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
+    assert!(wait_for(|| r.delivered.lock().unwrap().len() == 3).await);
+    assert_eq!(*r.delivered.lock().unwrap(), ["a", "a", "b"]);
+    let rows =
+        r.db.send(DbTask::new(|conn| store::list(conn, None, 10)))
+            .await
+            .unwrap()
+            .unwrap();
+    let b = rows
+        .iter()
+        .find(|row| row.client_message_id == "b")
+        .unwrap();
+    assert_eq!(b.attempts, 0, "waiting behind A is not an attempt");
 }
