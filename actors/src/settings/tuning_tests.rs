@@ -190,3 +190,47 @@ fn shipped_daemon_toml_lists_every_key() {
         }
     }
 }
+
+#[test]
+fn shipped_daemon_toml_documents_every_range() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/daemon.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    // `(dotted key, the comment block right above it)`.
+    let mut section = String::new();
+    let mut comments = String::new();
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = s.to_string();
+            comments.clear();
+        } else if line.starts_with('#') {
+            comments.push_str(line);
+            comments.push('\n');
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            documented.push((format!("{section}.{key}"), std::mem::take(&mut comments)));
+        }
+    }
+    for (key, lo, hi) in crate::settings::key_ranges() {
+        let (_, name) = key.split_once('.').unwrap_or(("", &key));
+        let block = documented
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, c)| c.as_str())
+            .unwrap_or_else(|| panic!("config/daemon.toml lacks {key}"));
+        let single = format!("# Range: {lo}..={hi}");
+        let shared = format!("{name} {lo}..={hi}");
+        // rate_per_sec shares rate_burst's "# Ranges:" line, which sits above rate_burst.
+        let all = &text;
+        let ends = |rest: &str| rest.starts_with([' ', '.', ',']);
+        assert!(
+            block
+                .lines()
+                .any(|l| l.strip_prefix(&single).is_some_and(ends))
+                || all.lines().any(|l| {
+                    l.starts_with("# Ranges: ")
+                        && l.split_once(&shared).is_some_and(|(_, rest)| ends(rest))
+                }),
+            "{key}: config/daemon.toml does not document {lo}..={hi}"
+        );
+    }
+}
