@@ -9,7 +9,7 @@ use awc::error::WsProtocolError as ProtocolError;
 use awc::ws::{Frame, Message};
 use claudemesh_actors::crypto::MemberKeys;
 use claudemesh_actors::time::now_ms;
-use claudemeshd::devbroker::{self, DevBroker, DevBrokerOptions};
+use claudemesh_devbroker::{self as devbroker, DevBroker, DevBrokerOptions};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::{json, Value};
 

@@ -163,7 +163,7 @@ pub fn claim_for_drain(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devbroker::state;
+    use crate::state;
 
     fn row(id: &str, target: &str, priority: &str, created_at: i64) -> QueueRow {
         QueueRow {

@@ -15,10 +15,10 @@ use claudemesh_actors::wire::{encode, Ack, BrokerFrame, Push, SendFrame};
 
 use super::msg::{ConnId, Outgoing};
 use super::{Hub, Presence};
-use crate::devbroker::ids::row_id;
-use crate::devbroker::queue::{self, QueueRow};
-use crate::devbroker::rate::RATE_LIMIT_ERROR;
-use crate::devbroker::state::{self, MemberRow};
+use crate::ids::row_id;
+use crate::queue::{self, QueueRow};
+use crate::rate::RATE_LIMIT_ERROR;
+use crate::state::{self, MemberRow};
 
 /// `MAX_MESSAGE_BYTES`: the broker's limit on ciphertext + nonce + targetSpec lengths.
 pub const MAX_MESSAGE_BYTES: usize = 65_536;

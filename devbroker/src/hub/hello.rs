@@ -9,10 +9,10 @@ use serde_json::{json, Map, Value};
 
 use super::msg::{ConnId, Outgoing};
 use super::{Hub, Presence};
-use crate::devbroker::hello_check::{check_session_pubkey, check_signature};
-use crate::devbroker::ids::row_id;
-use crate::devbroker::peer_state::{self, PeerState};
-use crate::devbroker::state::{self, MemberRow};
+use crate::hello_check::{check_session_pubkey, check_signature};
+use crate::ids::row_id;
+use crate::peer_state::{self, PeerState};
+use crate::state::{self, MemberRow};
 
 /// Connections a mesh may hold at once (`MAX_CONNECTIONS_PER_MESH`).
 pub const MAX_CONNECTIONS_PER_MESH: usize = 100;

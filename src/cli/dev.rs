@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::{create_mesh, revoke_member, start, DevBrokerOptions};
+use claudemesh_devbroker::{create_mesh, revoke_member, start, DevBrokerOptions};
 
 /// `claudemeshd dev-mesh`: manage the mesh of a dev broker state directory.
 #[derive(clap::Args, Debug)]
@@ -194,5 +194,5 @@ pub async fn serve(
 }
 
 #[cfg(test)]
-#[path = "cli_tests.rs"]
+#[path = "dev_tests.rs"]
 mod tests;

@@ -4,9 +4,10 @@
 //! the inconvenient parts, so that a daemon that passes against it also works against the real
 //! one. What it reproduces and where it deliberately differs: `docs/dev-broker.md`.
 //!
+//! This crate is a library; the command lines `claudemeshd dev-mesh …` and
+//! `claudemeshd dev-broker …` live in the daemon crate (`src/cli/dev.rs`) and call into it.
+//!
 //! Layout:
-//! - [`cli`]: `claudemeshd dev-mesh …` and `claudemeshd dev-broker …` (their clap arguments and
-//!   runners).
 //! - `mesh`: `dev-mesh create`/`revoke` and the members' `config.json` files.
 //! - `state`, `queue`, `peer_state`: the SQLite state under `--state DIR`.
 //! - `server`: actix-web, the exact-`/ws` path rule; `session`: one task per WebSocket;
@@ -18,7 +19,6 @@
 //! [`DevBroker::stop`] — and a stopped broker can be started again on the same port.
 //! [`start`] works inside any Tokio runtime, an actix `System` included.
 
-pub mod cli;
 mod error;
 mod hello_check;
 mod hub;

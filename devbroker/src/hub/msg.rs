@@ -3,7 +3,7 @@
 //! answers each session through that session's own unbounded channel of [`Outgoing`]s, so the
 //! order in which the hub decides frames is the order in which they are written.
 //!
-//! [`DevBroker`]: crate::devbroker::DevBroker
+//! [`DevBroker`]: crate::DevBroker
 
 use claudemesh_actors::wire::{ClientFrame, Hello};
 use serde_json::Value;
