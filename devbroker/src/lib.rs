@@ -32,6 +32,7 @@ mod ids;
 mod inspect;
 mod mesh;
 mod peer_state;
+mod presence_table;
 mod queue;
 mod rate;
 mod server;
@@ -53,6 +54,7 @@ use tokio::sync::oneshot;
 pub use error::DevBrokerError;
 pub use inspect::{PresenceInfo, Profile, QueueRowInfo};
 pub use mesh::{create_mesh, revoke_member, CreatedMember, MeshCreated, MESH_SLUG};
+pub use presence_table::{presences_in, queue_rows_in};
 pub use rate::RATE_LIMIT_ERROR;
 pub use state::MemberRow;
 
