@@ -9,7 +9,8 @@
 //!
 //! Layout:
 //! - `mesh`: `dev-mesh create`/`revoke` and the members' `config.json` files.
-//! - `state`, `queue`, `peer_state`: the SQLite state under `--state DIR`.
+//! - `state`, `queue`, `peer_state`, `presence_table`: the SQLite state under `--state DIR`
+//!   (the last one a mirror of the live presences, read by [`presences_in`]).
 //! - `server`: actix-web, the exact-`/ws` path rule; `session`: one task per WebSocket;
 //!   `hub`: the thread that owns the live state and routes every frame.
 //! - `hello_check`, `session_hello_check`, `rate`, `ids`: pure helpers.
