@@ -9,3 +9,4 @@ mod reload;
 mod runtime;
 mod security;
 mod service;
+mod startup;
