@@ -10,3 +10,4 @@ mod runtime;
 mod security;
 mod service;
 mod startup;
+mod storage;

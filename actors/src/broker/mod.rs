@@ -411,6 +411,8 @@ impl BrokerConnection {
                 }
             }
             Ok(Ok(PushStored::Ignored)) => {}
+            // Storage failures are logged by the inbox, once a minute; the push is not acked.
+            Ok(Err(e)) if e.fault().is_some() => {}
             Ok(Err(e)) => log::error!("mesh {}: storing push failed: {e}", act.slug()),
             Err(e) => log::error!("mesh {}: inbox unavailable: {e}", act.slug()),
         }));

@@ -75,6 +75,8 @@ pub struct OutboxDrainer {
     accept_queue: Vec<(NewSend, AcceptReply)>,
     /// A group commit is running.
     accepting: bool,
+    /// Rate limit of the accept-failure log line.
+    accept_fail_log: crate::storage::LogGate,
     /// Uncounted retries per row, for the offline backoff exponent (in memory only).
     offline_retries: HashMap<i64, u32>,
     /// After [`CloseOutbox`]: no new claims.
@@ -116,6 +118,7 @@ impl OutboxDrainer {
             metrics,
             accept_queue: Vec::new(),
             accepting: false,
+            accept_fail_log: Default::default(),
             offline_retries: HashMap::new(),
             closing: false,
             updates: Vec::new(),
@@ -150,10 +153,22 @@ impl OutboxDrainer {
                     }
                 }
                 Ok(Err(e)) => {
-                    log::error!("outbox accept failed: {e}");
-                    let msg = e.to_string();
+                    let detail = e.to_string();
+                    let fault = e.fault();
+                    // Under a full disk every send fails: one line a minute, not one per send.
+                    let gate = if fault.is_some() {
+                        act.accept_fail_log.pass(now_ms(), 60_000)
+                    } else {
+                        Some(0)
+                    };
+                    if let Some(held) = gate {
+                        log::error!("outbox accept failed, rolled back: {e} ({held} more such failures not logged in the last minute)");
+                    }
                     for reply in replies {
-                        let _ = reply.send(Err(OutboxError::Batch(msg.clone())));
+                        let _ = reply.send(Err(OutboxError::Batch {
+                            detail: detail.clone(),
+                            fault,
+                        }));
                     }
                 }
                 Err(e) => {
