@@ -740,3 +740,7 @@ impl Handler<CloseLink> for BrokerConnection {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "fuzz_tests.rs"]
+mod fuzz_tests;
