@@ -191,8 +191,11 @@ fn full_disk_answers_507_keeps_every_accepted_row_and_recovers_without_restart()
         );
     }
     assert!(!rows.contains_key(&refused_id));
+    // Two refused sends, one log line (once a minute), naming the cause.
     let log = alice.log();
-    assert!(log.contains("disk full") || log.contains("full"), "{log}");
+    let line = "outbox accept (rolled back) failed";
+    assert_eq!(log.matches(line).count(), 1, "{log}");
+    assert!(log.contains("full"), "{log}");
 
     // Space back: the same daemon takes writes again, the refused id first (it stayed free).
     std::fs::remove_file(&filler).expect("free space");

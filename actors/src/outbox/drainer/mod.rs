@@ -75,8 +75,8 @@ pub struct OutboxDrainer {
     accept_queue: Vec<(NewSend, AcceptReply)>,
     /// A group commit is running.
     accepting: bool,
-    /// Rate limit of the accept-failure log line.
-    accept_fail_log: crate::storage::LogGate,
+    /// Rate limit of the log lines of storage failures (a full disk fails every step).
+    storage_log: crate::storage::LogGate,
     /// Uncounted retries per row, for the offline backoff exponent (in memory only).
     offline_retries: HashMap<i64, u32>,
     /// After [`CloseOutbox`]: no new claims.
@@ -118,7 +118,7 @@ impl OutboxDrainer {
             metrics,
             accept_queue: Vec::new(),
             accepting: false,
-            accept_fail_log: Default::default(),
+            storage_log: Default::default(),
             offline_retries: HashMap::new(),
             closing: false,
             updates: Vec::new(),
@@ -155,15 +155,7 @@ impl OutboxDrainer {
                 Ok(Err(e)) => {
                     let detail = e.to_string();
                     let fault = e.fault();
-                    // Under a full disk every send fails: one line a minute, not one per send.
-                    let gate = if fault.is_some() {
-                        act.accept_fail_log.pass(now_ms(), 60_000)
-                    } else {
-                        Some(0)
-                    };
-                    if let Some(held) = gate {
-                        log::error!("outbox accept failed, rolled back: {e} ({held} more such failures not logged in the last minute)");
-                    }
+                    act.log_db_failure("accept (rolled back)", &e);
                     for reply in replies {
                         let _ = reply.send(Err(OutboxError::Batch {
                             detail: detail.clone(),
@@ -182,6 +174,18 @@ impl OutboxDrainer {
             }
             act.flush_accepts(ctx);
         }));
+    }
+
+    /// Logs a failed database step; storage failures (under a full disk every step fails) at
+    /// most once a minute, with the count of those held back.
+    fn log_db_failure(&mut self, what: &str, e: &store::StoreError) {
+        if e.fault().is_none() {
+            log::error!("outbox {what} failed: {e}");
+        } else if let Some(held) = self.storage_log.pass(now_ms(), 60_000) {
+            log::error!(
+                "outbox {what} failed: {e} ({held} more storage failures not logged in the last minute)"
+            );
+        }
     }
 
     /// Claims due rows of `mesh` up to the free window and dispatches them.
@@ -217,7 +221,7 @@ impl OutboxDrainer {
             let rows = match res {
                 Ok(Ok(rows)) => rows,
                 Ok(Err(e)) => {
-                    log::error!("outbox claim for {slug} failed: {e}");
+                    act.log_db_failure(&format!("claim for {slug}"), &e);
                     Vec::new()
                 }
                 Err(e) => {
@@ -416,7 +420,7 @@ impl OutboxDrainer {
                     // their destinations busy and try the same outcomes again shortly, so no
                     // row is left inflight (which would block its destination until restart).
                     match failed {
-                        Ok(Err(e)) => log::error!("outbox outcome batch failed, retrying: {e}"),
+                        Ok(Err(e)) => act.log_db_failure("outcome batch (retrying)", &e),
                         Err(e) => log::error!("outbox db unavailable, retrying outcomes: {e}"),
                         Ok(Ok(_)) => {}
                     }
