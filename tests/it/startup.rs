@@ -118,3 +118,24 @@ fn startup_log_names_each_listener_by_its_real_address() {
     assert_eq!(log.matches("listening on").count(), 2, "{log}");
     assert_eq!(alice.stop(), Some(0));
 }
+
+#[test]
+fn a_daemon_that_dies_while_starting_is_reported_at_once() {
+    let w = World::new("alice", &NO_RATE);
+    let a = w.config_dir("alice");
+    // An explicit --mesh that is not joined: exit 2 right away.
+    let d = Daemon::spawn(&a, &[], &["--mesh", "nope"]);
+    let started = std::time::Instant::now();
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.wait_open()));
+    let message = waited
+        .err()
+        .and_then(|p| p.downcast_ref::<String>().cloned())
+        .expect("wait_open must fail");
+    assert!(message.contains("exited while starting"), "{message}");
+    assert!(message.contains("nope"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
