@@ -158,6 +158,14 @@ pub enum ApiError {
         /// The store's error (boxed: it is large and rare).
         source: Box<InboxActorError>,
     },
+    /// A file the request had to write could not be written (507/503/500 by its fault).
+    #[error("{operation}: {}", fault.as_str())]
+    Storage {
+        /// What was being written.
+        operation: &'static str,
+        /// The storage failure.
+        fault: StorageFault,
+    },
     /// The IPC server was built without app data a route needs (500; a wiring bug).
     #[error("ipc server misconfigured: {missing} not registered as app data")]
     Misconfigured {
@@ -203,9 +211,10 @@ impl ApiError {
             _ if self.fault() == Some(StorageFault::Busy) => "storage_busy",
             _ if self.fault() == Some(StorageFault::Io) => "storage_error",
             ApiError::Inbox { source, .. } if inbox_gone(source) => "daemon_unavailable",
-            ApiError::Outbox { .. } | ApiError::Inbox { .. } | ApiError::Misconfigured { .. } => {
-                "internal"
-            }
+            ApiError::Outbox { .. }
+            | ApiError::Inbox { .. }
+            | ApiError::Storage { .. }
+            | ApiError::Misconfigured { .. } => "internal",
         }
     }
 
@@ -261,6 +270,7 @@ impl ApiError {
         match self {
             ApiError::Outbox { source, .. } => source.fault(),
             ApiError::Inbox { source, .. } => source.fault(),
+            ApiError::Storage { fault, .. } => Some(*fault),
             _ => None,
         }
     }
@@ -307,9 +317,10 @@ impl ResponseError for ApiError {
             ApiError::Inbox { source, .. } if inbox_gone(source) => StatusCode::SERVICE_UNAVAILABLE,
             _ if self.fault() == Some(StorageFault::Full) => StatusCode::INSUFFICIENT_STORAGE,
             _ if self.fault() == Some(StorageFault::Busy) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Outbox { .. } | ApiError::Inbox { .. } | ApiError::Misconfigured { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ApiError::Outbox { .. }
+            | ApiError::Inbox { .. }
+            | ApiError::Storage { .. }
+            | ApiError::Misconfigured { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

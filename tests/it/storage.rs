@@ -303,6 +303,18 @@ fn inbound_push_that_cannot_be_stored_is_logged_once_a_minute_and_storing_resume
     assert_eq!(bob.log().matches(line).count(), 1, "{}", bob.log());
     assert!(bob.inbox_bodies().is_empty());
     assert_eq!(bob.get("/v1/health").expect("health").status, 200);
+    // The other route that writes (the profile file) refuses whole, too.
+    let profile = json!({"summary": "full disk"});
+    let r = bob.post("/v1/profile", &profile);
+    assert_eq!(r.status, 507, "{}", r.body);
+    assert_eq!(r.json()["error"], "insufficient_storage");
+    let saved = |d: &Daemon| {
+        std::fs::read_dir(&d.daemon_dir)
+            .expect("daemon dir")
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().starts_with("profile-"))
+    };
+    assert!(!saved(&bob));
     // Space back: the next push is stored by the same daemon.
     std::fs::remove_file(&filler).expect("free space");
     assert_eq!(send(&alice, &bob_key, "in-after", 77).status, 202);
@@ -312,6 +324,9 @@ fn inbound_push_that_cannot_be_stored_is_logged_once_a_minute_and_storing_resume
         bob.log()
     );
     assert_eq!(bob.inbox_bodies(), vec![message(77)]);
+    let r = bob.post("/v1/profile", &profile);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(saved(&bob));
     drop(alice);
     drop(bob);
     drop(fs);
