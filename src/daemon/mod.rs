@@ -106,11 +106,11 @@ where
         match procs::pid_owner(pid) {
             procs::PidOwner::Daemon => return Err(DaemonError::AlreadyRunning { pid: Some(pid) }),
             procs::PidOwner::Dead => log::warn!(
-                "stale {}: pid {pid} is not running; removing it",
+                "stale {}: pid {pid} is not running; ignoring it",
                 dirs.pid_file().display()
             ),
             procs::PidOwner::Other { name } => log::warn!(
-                "stale {}: pid {pid} is a live process that is not a claudemesh daemon ({name:?}); removing it",
+                "stale {}: pid {pid} is a live process that is not a claudemesh daemon ({name:?}); ignoring it",
                 dirs.pid_file().display()
             ),
         }

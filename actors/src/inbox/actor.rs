@@ -116,7 +116,7 @@ impl Handler<PushReceived> for InboxStore {
                 if let Some(fault) = e.fault() {
                     if let Some(held) = self.store_fail_log.pass(now_ms(), 60_000) {
                         log::error!(
-                            "inbox: an inbound message could not be stored ({}: {e}); not acknowledged, the broker keeps it ({held} more such failures in the last minute)",
+                            "inbox: an inbound message could not be stored ({}: {e}); not acknowledged, so a head broker redelivers it ({held} more such failures in the last minute)",
                             fault.as_str()
                         );
                     }
