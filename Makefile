@@ -1,12 +1,19 @@
 # claudemeshd — build, test, lint, demo, bench.
 # One shared target dir for the workspace; everything runs on loopback only.
+# Binaries are found where cargo puts them: `cargo metadata` names the target dir, so
+# CARGO_TARGET_DIR (or a `build.target-dir` in a cargo config) is honoured.
 CARGO ?= cargo
-BIN := target/debug/claudemeshd
+TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+BIN = $(TARGET_DIR)/debug/claudemeshd
 
-.PHONY: build test lint fmt demo bench release
+.PHONY: build build-bin test lint fmt demo bench release
 
 build:
 	$(CARGO) build --workspace --all-targets
+
+# Only the binary: what `make demo` runs (quick in a fresh target dir).
+build-bin:
+	$(CARGO) build --bin claudemeshd
 
 test: build
 	$(CARGO) test --workspace -- --test-threads=2
@@ -18,8 +25,8 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-demo: build
-	BIN=$(BIN) scripts/demo.sh
+demo: build-bin
+	BIN="$(BIN)" scripts/demo.sh
 
 release:
 	$(CARGO) build --release --workspace --bins

@@ -3,7 +3,24 @@
 # alice to bob through alice's socket, bob's SSE event and inbox row printed, everything
 # stopped. Loopback only; everything lives in a temp dir that is removed at the end.
 set -euo pipefail
-BIN=${BIN:-target/debug/claudemeshd}
+# The binary: $BIN (the Makefile passes it), else where cargo builds it (CARGO_TARGET_DIR and
+# cargo config honoured, through `cargo metadata`).
+if [ -z "${BIN:-}" ]; then
+  target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  BIN="${target_dir:-target}/debug/claudemeshd"
+fi
+# Before anything starts: the binary exists and runs, or one clear line and exit 1.
+if [ ! -x "$BIN" ]; then
+  echo "demo: no claudemeshd binary at $BIN; build it with: cargo build --bin claudemeshd (or run: make demo)" >&2
+  exit 1
+fi
+version_rc=0
+version_out=$("$BIN" --version 2>&1) || version_rc=$?
+if [ "$version_rc" -ne 0 ]; then
+  echo "demo: $BIN does not run (\`--version\` exited with status $version_rc)${version_out:+: $(printf '%s' "$version_out" | head -1)}" >&2
+  exit 1
+fi
 WORK=$(mktemp -d /tmp/claudemesh-demo.XXXXXX)
 pids=()
 cleanup() {
@@ -13,16 +30,29 @@ cleanup() {
 }
 trap cleanup EXIT
 say() { printf '\n== %s\n' "$*"; }
-wait_for() { # wait_for <seconds> <command...>
-  local n=$(( $1 * 10 )); shift
-  for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "timed out waiting for: $*" >&2; return 1
+# wait_for <seconds> <name> <pid> <stderr file> <command...>: polls the command until it
+# succeeds; if the process <pid> exits meanwhile, says so at once with its last stderr lines.
+wait_for() {
+  local n=$(( $1 * 10 )) name=$2 pid=$3 log=$4; shift 4
+  for _ in $(seq "$n"); do
+    "$@" >/dev/null 2>&1 && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      local rc=0; wait "$pid" 2>/dev/null || rc=$?
+      echo "demo: $name (pid $pid) exited with status $rc while the demo waited for it; last lines of its stderr ($log):" >&2
+      tail -n 15 "$log" >&2 || true
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "demo: timed out after $(( n / 10 )) s waiting for $name: $*; last lines of its stderr ($log):" >&2
+  tail -n 15 "$log" >&2 || true
+  return 1
 }
 
 say "dev broker (a stand-in for the claudemesh broker; development only)"
 "$BIN" dev-broker --state "$WORK/broker" --listen 127.0.0.1:0 > "$WORK/broker.out" 2> "$WORK/broker.log" &
 pids+=($!)
-wait_for 10 grep -q dev_broker_started "$WORK/broker.out"
+wait_for 10 "dev broker" "$!" "$WORK/broker.log" grep -q dev_broker_started "$WORK/broker.out"
 head -1 "$WORK/broker.out"
 URL=$(sed -n 's/.*"url":"\([^"]*\)".*/\1/p' "$WORK/broker.out" | head -1)
 
@@ -30,18 +60,21 @@ say "dev mesh with alice and bob"
 "$BIN" dev-mesh create --state "$WORK/broker" --broker-url "$URL" --members alice,bob --out "$WORK/out"
 
 say "two daemons"
+declare -A daemon_pid
 for who in alice bob; do
   CLAUDEMESH_CONFIG_DIR="$WORK/out/$who" "$BIN" up --tcp-port 0 2> "$WORK/$who.log" &
   pids+=($!)
+  daemon_pid[$who]=$!
 done
 for who in alice bob; do
-  wait_for 15 sh -c "curl -sf --unix-socket '$WORK/out/$who/daemon/daemon.sock' http://localhost/v1/health | grep -q '\"broker_status\":\"open\"'"
+  wait_for 15 "$who's daemon" "${daemon_pid[$who]}" "$WORK/$who.log" sh -c "curl -sf --unix-socket '$WORK/out/$who/daemon/daemon.sock' http://localhost/v1/health | grep -q '\"broker_status\":\"open\"'"
   echo "$who: $(CLAUDEMESH_CONFIG_DIR="$WORK/out/$who" "$BIN" status | head -4 | tr '\n' ' ')"
 done
 
 say "bob listens on SSE"
-curl -sN --unix-socket "$WORK/out/bob/daemon/daemon.sock" "http://localhost/v1/events?kinds=message" > "$WORK/bob.sse" &
+curl -sN --unix-socket "$WORK/out/bob/daemon/daemon.sock" "http://localhost/v1/events?kinds=message" > "$WORK/bob.sse" 2> "$WORK/sse.err" &
 pids+=($!)
+sse_pid=$!
 sleep 0.3
 
 say "alice sends a DM to bob through her socket"
@@ -49,7 +82,7 @@ curl -s --unix-socket "$WORK/out/alice/daemon/daemon.sock" -X POST http://localh
   -d '{"to":"bob","message":"hello bob, end-to-end encrypted"}'
 echo
 
-wait_for 10 grep -q '^event: message' "$WORK/bob.sse"
+wait_for 10 "bob's SSE stream (curl)" "$sse_pid" "$WORK/sse.err" grep -q '^event: message' "$WORK/bob.sse"
 say "bob's SSE event"
 grep -A1 -m1 '^id:' "$WORK/bob.sse"; grep -m1 '^data:' "$WORK/bob.sse"
 

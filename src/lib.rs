@@ -27,3 +27,6 @@ pub mod settings;
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -7,6 +7,8 @@
 //! - [`settings`]: `config.json` and `daemon.toml` data types, parsing and validation.
 //! - [`host`]: host fingerprint (clone detection) and its refuse/warn/allow decision.
 //! - [`files`]: daemon-dir files: permissions, `local-token`, the `flock` singleton.
+//! - [`procs`]: whether a pid file names a claudemesh daemon (stale pid files).
+//! - [`storage`]: storage failures (disk full, busy, I/O) as the API reports them.
 //! - [`outbox::store`], [`inbox::store`]: the SQL of the two databases.
 //! - [`time`]: unix milliseconds and ISO 8601.
 
@@ -21,7 +23,9 @@ pub mod inbox;
 pub mod ipc;
 pub mod metrics;
 pub mod outbox;
+pub mod procs;
 pub mod settings;
+pub mod storage;
 pub mod supervisor;
 pub mod time;
 pub mod wire;

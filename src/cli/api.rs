@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use claudemesh_actors::files;
+use claudemesh_actors::{files, procs};
 use serde_json::{json, Map, Value};
 
 use super::args::{
@@ -43,7 +43,8 @@ fn parse_meta(raw: Option<&str>) -> Result<Option<Value>, CliError> {
 /// Whether a daemon process seems to exist (socket answering, or a live pid in daemon.pid);
 /// the cold path is never taken around one.
 fn daemon_pid_alive(dirs: &Dirs) -> Option<u32> {
-    files::read_pid_file(&dirs.pid_file()).filter(|pid| files::pid_alive(*pid))
+    files::read_pid_file(&dirs.pid_file())
+        .filter(|pid| procs::pid_owner(*pid) == procs::PidOwner::Daemon)
 }
 
 /// `send`.

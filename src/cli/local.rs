@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use claudemesh_actors::settings::ClonePolicy;
 use claudemesh_actors::time::now_ms;
-use claudemesh_actors::{files, host};
+use claudemesh_actors::{files, host, procs};
 use serde_json::json;
 
 use super::args::UpArgs;
@@ -177,11 +177,21 @@ pub fn down(ctx: &Ctx) -> Result<Report, CliError> {
     };
     let pid = files::read_pid_file(&pid_file)
         .ok_or_else(|| not_running(format!("no pid in {}", pid_file.display())))?;
-    if !files::pid_alive(pid) {
-        return Err(not_running(format!(
-            "pid {pid} from {} is not alive",
-            pid_file.display()
-        )));
+    match procs::pid_owner(pid) {
+        procs::PidOwner::Daemon => {}
+        procs::PidOwner::Dead => {
+            return Err(not_running(format!(
+                "pid {pid} from {} is not alive",
+                pid_file.display()
+            )))
+        }
+        // A stale pid file whose pid was reused: never signal a stranger.
+        procs::PidOwner::Other { name } => {
+            return Err(not_running(format!(
+                "pid {pid} from {} is {name:?}, not a claudemesh daemon (stale pid file)",
+                pid_file.display()
+            )))
+        }
     }
     let raw = libc::pid_t::try_from(pid).map_err(|_| not_running(format!("bad pid {pid}")))?;
     // SAFETY: sending SIGTERM to the pid of our own daemon's pid file.

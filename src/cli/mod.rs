@@ -43,8 +43,13 @@ pub fn init_logging(cli: &Cli) {
         Command::Up(_) | Command::DevBroker(_) | Command::DevMesh(_) => "info",
         _ => "warn",
     };
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(default);
+    // actix-server's own start/stop lines name the socket's temporary bind name (`.~daemon.so`)
+    // and its workers; the daemon logs one line per listener with the real path instead.
+    // `RUST_LOG=actix_server=info` brings them back.
+    builder.filter_module("actix_server", log::LevelFilter::Warn);
+    builder.parse_env(env_logger::Env::default());
     builder.target(env_logger::Target::Stderr);
     if let Command::Up(args::UpArgs {
         log_file: Some(path),

@@ -12,7 +12,7 @@ use claudemesh_actors::handles::DaemonInfo;
 use claudemesh_actors::ipc::{IpcListener, ListenerConfig};
 use claudemesh_actors::supervisor::{self, EngineConfig};
 use claudemesh_actors::time::now_ms;
-use claudemesh_actors::{files, outbox};
+use claudemesh_actors::{files, outbox, procs};
 
 mod startup;
 
@@ -102,9 +102,17 @@ where
         other => DaemonError::Io(other.to_string()),
     })?;
     let me = std::process::id();
-    if let Some(pid) = files::read_pid_file(&dirs.pid_file()) {
-        if pid != me && files::pid_alive(pid) {
-            return Err(DaemonError::AlreadyRunning { pid: Some(pid) });
+    if let Some(pid) = files::read_pid_file(&dirs.pid_file()).filter(|pid| *pid != me) {
+        match procs::pid_owner(pid) {
+            procs::PidOwner::Daemon => return Err(DaemonError::AlreadyRunning { pid: Some(pid) }),
+            procs::PidOwner::Dead => log::warn!(
+                "stale {}: pid {pid} is not running; ignoring it",
+                dirs.pid_file().display()
+            ),
+            procs::PidOwner::Other { name } => log::warn!(
+                "stale {}: pid {pid} is a live process that is not a claudemesh daemon ({name:?}); ignoring it",
+                dirs.pid_file().display()
+            ),
         }
     }
     if files::socket_answers(&socket_path) {
@@ -261,6 +269,18 @@ async fn serve_once(
             "version": env!("CARGO_PKG_VERSION"),
         })
     );
+    // One line per listener, naming what a client connects to (not the temporary bind name).
+    log::info!(
+        "listening on unix socket {} (mode 0600, this user only)",
+        dirs.socket().display()
+    );
+    match tcp_addr {
+        Some(addr) => log::info!(
+            "listening on tcp {addr} (loopback; bearer token in {})",
+            dirs.token().display()
+        ),
+        None => log::info!("tcp listener off: serving the unix socket only"),
+    }
     let trigger = wait_for_trigger(shutdown.as_mut(), reload).await;
     log::info!(
         "{}",

@@ -10,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use claudemesh_actors::inbox::msg::InboxActorError;
 use claudemesh_actors::outbox::msg::OutboxError;
+use claudemesh_actors::storage::StorageFault;
 use serde_json::{json, Value};
 
 /// A failed `/v1` request.
@@ -157,6 +158,14 @@ pub enum ApiError {
         /// The store's error (boxed: it is large and rare).
         source: Box<InboxActorError>,
     },
+    /// A file the request had to write could not be written (507/503/500 by its fault).
+    #[error("{operation}: {}", fault.as_str())]
+    Storage {
+        /// What was being written.
+        operation: &'static str,
+        /// The storage failure.
+        fault: StorageFault,
+    },
     /// The IPC server was built without app data a route needs (500; a wiring bug).
     #[error("ipc server misconfigured: {missing} not registered as app data")]
     Misconfigured {
@@ -198,10 +207,14 @@ impl ApiError {
             ApiError::DestinationUnknown { .. } => "destination_unknown",
             ApiError::Unavailable { .. } => "daemon_unavailable",
             ApiError::Outbox { source, .. } if outbox_gone(source) => "daemon_unavailable",
+            _ if self.fault() == Some(StorageFault::Full) => "insufficient_storage",
+            _ if self.fault() == Some(StorageFault::Busy) => "storage_busy",
+            _ if self.fault() == Some(StorageFault::Io) => "storage_error",
             ApiError::Inbox { source, .. } if inbox_gone(source) => "daemon_unavailable",
-            ApiError::Outbox { .. } | ApiError::Inbox { .. } | ApiError::Misconfigured { .. } => {
-                "internal"
-            }
+            ApiError::Outbox { .. }
+            | ApiError::Inbox { .. }
+            | ApiError::Storage { .. }
+            | ApiError::Misconfigured { .. } => "internal",
         }
     }
 
@@ -242,7 +255,23 @@ impl ApiError {
                 json!({"error": code, "client_message_id": client_message_id})
             }
             ApiError::DestinationUnknown { id } => json!({"error": code, "id": id}),
+            _ if self.fault() == Some(StorageFault::Full) => json!({
+                "error": code,
+                "detail": "the filesystem holding the daemon's databases is full; nothing was written: free space and retry",
+            }),
             _ => json!({ "error": code }),
+        }
+    }
+}
+
+impl ApiError {
+    /// The storage failure behind an outbox or inbox error (SPEC §5.1 "Storage failures").
+    pub fn fault(&self) -> Option<StorageFault> {
+        match self {
+            ApiError::Outbox { source, .. } => source.fault(),
+            ApiError::Inbox { source, .. } => source.fault(),
+            ApiError::Storage { fault, .. } => Some(*fault),
+            _ => None,
         }
     }
 }
@@ -286,21 +315,26 @@ impl ResponseError for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Inbox { source, .. } if inbox_gone(source) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Outbox { .. } | ApiError::Inbox { .. } | ApiError::Misconfigured { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            _ if self.fault() == Some(StorageFault::Full) => StatusCode::INSUFFICIENT_STORAGE,
+            _ if self.fault() == Some(StorageFault::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Outbox { .. }
+            | ApiError::Inbox { .. }
+            | ApiError::Storage { .. }
+            | ApiError::Misconfigured { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
+        let full_or_busy = matches!(self.fault(), Some(StorageFault::Full | StorageFault::Busy));
+        if status.is_server_error() && !full_or_busy {
             log::error!("ipc request failed: {self}");
         } else {
+            // Refusals; a full or busy database is logged by the drainer, once a minute.
             log::debug!("ipc request refused: {self}");
         }
         let mut resp = HttpResponse::build(status);
-        if matches!(self, ApiError::DaemonBusy { .. }) {
+        if matches!(self, ApiError::DaemonBusy { .. }) || self.fault() == Some(StorageFault::Busy) {
             resp.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
         }
         resp.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));

@@ -150,3 +150,58 @@ fn internal_errors_do_not_leak_their_detail() {
     assert_eq!(status, 503);
     assert_eq!(body, json!({"error":"daemon_unavailable"}));
 }
+
+#[test]
+fn storage_failures_are_507_503_with_retry_after_and_500_storage_error() {
+    use claudemesh_actors::inbox::store::InboxError;
+    use claudemesh_actors::outbox::store::StoreError;
+    let sqlite = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+    let batch = |fault| ApiError::Outbox {
+        operation: "accept send",
+        source: Box::new(OutboxError::Batch {
+            detail: "outbox accept: commit: database or disk is full".into(),
+            fault,
+        }),
+    };
+    let (status, body, retry) = rendered(&batch(Some(StorageFault::Full)));
+    assert_eq!(status, 507);
+    assert_eq!(body["error"], "insufficient_storage");
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains("full")));
+    assert!(
+        !body.to_string().contains("commit"),
+        "internal detail leaked: {body}"
+    );
+    assert_eq!(retry, None);
+    let (status, body, retry) = rendered(&batch(Some(StorageFault::Busy)));
+    assert_eq!((status, body), (503, json!({"error":"storage_busy"})));
+    assert_eq!(retry.as_deref(), Some("1"));
+    let (status, body, _) = rendered(&batch(Some(StorageFault::Io)));
+    assert_eq!((status, body), (500, json!({"error":"storage_error"})));
+    let (status, body, _) = rendered(&batch(None));
+    assert_eq!((status, body), (500, json!({"error":"internal"})));
+
+    // A requeue (a write through the store) on a full disk, and a failed inbox read.
+    let requeue = ApiError::Outbox {
+        operation: "requeue",
+        source: Box::new(OutboxError::Store(StoreError::Sql {
+            operation: "requeue: insert",
+            source: sqlite(rusqlite::ffi::SQLITE_FULL),
+        })),
+    };
+    assert_eq!(rendered(&requeue).0, 507);
+    let read = ApiError::Inbox {
+        operation: "list inbox",
+        source: Box::new(
+            InboxError::Io {
+                op: "read",
+                path: "/x/inbox.db".into(),
+                source: std::io::Error::from_raw_os_error(libc::EIO),
+            }
+            .into(),
+        ),
+    };
+    assert_eq!(
+        rendered(&read),
+        (500, json!({"error":"storage_error"}), None)
+    );
+}

@@ -124,6 +124,12 @@ pub async fn profile(
             actor: "broker connection",
             source,
         })?;
+    if let Some(fault) = applied.not_saved {
+        return Err(ApiError::Storage {
+            operation: "saving the profile",
+            fault,
+        });
+    }
     Ok(HttpResponse::Ok().json(json!({
         "ok": true,
         "applied": applied.applied,

@@ -180,15 +180,43 @@ impl Daemon {
     }
 
     pub fn wait_open(&self) {
+        let mut exited = false;
         let ok = wait_until(Duration::from_secs(20), || {
-            self.get("/v1/health").ok().is_some_and(|r| {
-                r.status == 200
-                    && r.json()["meshes"]
-                        .as_array()
-                        .is_some_and(|m| m.iter().all(|x| x["broker_status"] == "open"))
-            })
+            // A daemon that died is reported at once, not after the timeout.
+            exited = self.exited();
+            exited
+                || self.get("/v1/health").ok().is_some_and(|r| {
+                    r.status == 200
+                        && r.json()["meshes"]
+                            .as_array()
+                            .is_some_and(|m| m.iter().all(|x| x["broker_status"] == "open"))
+                })
         });
+        assert!(
+            !exited,
+            "daemon exited while starting; its stderr: {}",
+            self.log()
+        );
         assert!(ok, "daemon did not come up: {}", self.log());
+    }
+
+    /// True once the process has exited. Checked with `WNOWAIT`, so the exit status stays
+    /// for [`Daemon::wait_exit`] and [`Daemon::stop`].
+    pub fn exited(&self) -> bool {
+        let Some(child) = self.child.as_ref() else {
+            return true;
+        };
+        // SAFETY: waitid fills the zeroed siginfo we own; WNOWAIT leaves the child unreaped.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let rc = libc::waitid(
+                libc::P_PID,
+                child.id(),
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            );
+            rc == 0 && info.si_pid() != 0
+        }
     }
 
     pub fn socket(&self) -> PathBuf {

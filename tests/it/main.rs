@@ -9,3 +9,5 @@ mod reload;
 mod runtime;
 mod security;
 mod service;
+mod startup;
+mod storage;

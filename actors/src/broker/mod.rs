@@ -411,6 +411,8 @@ impl BrokerConnection {
                 }
             }
             Ok(Ok(PushStored::Ignored)) => {}
+            // Storage failures are logged by the inbox, once a minute; the push is not acked.
+            Ok(Err(e)) if e.fault().is_some() => {}
             Ok(Err(e)) => log::error!("mesh {}: storing push failed: {e}", act.slug()),
             Err(e) => log::error!("mesh {}: inbox unavailable: {e}", act.slug()),
         }));
@@ -671,11 +673,25 @@ impl Handler<ApplyProfile> for BrokerConnection {
     type Result = MessageResult<ApplyProfile>;
 
     fn handle(&mut self, msg: ApplyProfile, _ctx: &mut Context<Self>) -> Self::Result {
+        let before = self.profile.clone();
         self.profile.merge(&msg.profile);
         match serde_json::to_vec(&self.profile) {
             Ok(bytes) => {
                 if let Err(e) = crate::files::write_private_file(&self.cfg.profile_path, &bytes) {
+                    // All or nothing (SPEC §5.1): a profile that cannot be kept is not applied.
                     log::error!("mesh {}: saving profile failed: {e}", self.slug());
+                    self.profile = before;
+                    let fault = match &e {
+                        crate::files::FilesError::Io { source, .. } => {
+                            crate::storage::io_fault(source)
+                        }
+                        _ => crate::storage::StorageFault::Io,
+                    };
+                    return MessageResult(ProfileApplied {
+                        applied: Vec::new(),
+                        pending: false,
+                        not_saved: Some(fault),
+                    });
                 }
             }
             Err(e) => log::error!("mesh {}: encoding profile failed: {e}", self.slug()),
@@ -685,11 +701,13 @@ impl Handler<ApplyProfile> for BrokerConnection {
             MessageResult(ProfileApplied {
                 applied,
                 pending: false,
+                not_saved: None,
             })
         } else {
             MessageResult(ProfileApplied {
                 applied: Vec::new(),
                 pending: true,
+                not_saved: None,
             })
         }
     }
@@ -738,3 +756,7 @@ impl Handler<CloseLink> for BrokerConnection {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "fuzz_tests.rs"]
+mod fuzz_tests;

@@ -154,6 +154,9 @@ pub struct ProfileApplied {
     pub applied: Vec<&'static str>,
     /// True when the link is down and the profile waits for the next `hello_ack`.
     pub pending: bool,
+    /// The profile could not be saved (`profile-<mesh>.json`): nothing was applied or sent.
+    #[serde(skip)]
+    pub not_saved: Option<crate::storage::StorageFault>,
 }
 
 /// One outbox row ready for the wire: the drainer has resolved and encrypted it.

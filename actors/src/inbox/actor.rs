@@ -32,6 +32,8 @@ pub struct InboxStore {
     metrics: Arc<Metrics>,
     /// Journal retention (`inbox.event_journal`).
     journal_keep: usize,
+    /// Rate limit of the "push not stored" log line.
+    store_fail_log: crate::storage::LogGate,
 }
 
 impl InboxStore {
@@ -49,6 +51,7 @@ impl InboxStore {
             events,
             metrics,
             journal_keep,
+            store_fail_log: Default::default(),
         }
     }
 
@@ -105,7 +108,23 @@ impl Handler<PushReceived> for InboxStore {
             reply_to_id: push.reply_to_id.clone(),
             priority: Some(push.priority.clone()),
         };
-        match store::insert_message(&mut self.conn, &inbound, self.journal_keep)? {
+        let inserted = match store::insert_message(&mut self.conn, &inbound, self.journal_keep) {
+            Ok(inserted) => inserted,
+            Err(e) => {
+                // Not stored, so not acked: a head broker redelivers it. Under a full disk
+                // every push fails: one line a minute (SPEC §5.1).
+                if let Some(fault) = e.fault() {
+                    if let Some(held) = self.store_fail_log.pass(now_ms(), 60_000) {
+                        log::error!(
+                            "inbox: an inbound message could not be stored ({}: {e}); not acknowledged, so a head broker redelivers it ({held} more such failures in the last minute)",
+                            fault.as_str()
+                        );
+                    }
+                }
+                return Err(e.into());
+            }
+        };
+        match inserted {
             Inserted::New { event, .. } => {
                 Metrics::inc(&self.metrics.receives);
                 self.publish(event);

@@ -16,6 +16,16 @@ pub enum InboxActorError {
     Mailbox(#[from] MailboxError),
 }
 
+impl InboxActorError {
+    /// The storage failure behind this error (disk full, busy, I/O), if any.
+    pub fn fault(&self) -> Option<crate::storage::StorageFault> {
+        match self {
+            InboxActorError::Store(e) => e.fault(),
+            InboxActorError::Mailbox(_) => None,
+        }
+    }
+}
+
 /// Command: journal one non-message event (peer_join, broker_status, outbox_dead, …) and
 /// publish it to the EventHub.
 #[derive(Message, Debug, Clone)]

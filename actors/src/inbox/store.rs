@@ -97,6 +97,17 @@ pub enum InboxError {
 }
 
 impl InboxError {
+    /// The storage failure this error is (disk full, busy, I/O), if it is one.
+    pub fn fault(&self) -> Option<crate::storage::StorageFault> {
+        match self {
+            Self::Io { source, .. } => Some(crate::storage::io_fault(source)),
+            Self::Sql { source, .. } | Self::Open { source, .. } => {
+                crate::storage::sqlite_fault(source)
+            }
+            _ => None,
+        }
+    }
+
     /// True for corruption, also when it surfaces in a statement after opening.
     pub fn is_corrupt(&self) -> bool {
         match self {

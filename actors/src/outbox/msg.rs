@@ -19,12 +19,29 @@ pub enum OutboxError {
     /// The database thread is gone (shutdown in progress).
     #[error("outbox unavailable: {0}")]
     Mailbox(#[from] MailboxError),
-    /// The group commit this accept was part of failed (its error is logged once).
-    #[error("outbox accept failed: {0}")]
-    Batch(String),
+    /// The group commit this accept was part of failed and was rolled back (its error is
+    /// logged once); `fault` says whether storage was the cause.
+    #[error("outbox accept failed: {detail}")]
+    Batch {
+        /// The store error's text.
+        detail: String,
+        /// The storage failure behind it, if any.
+        fault: Option<crate::storage::StorageFault>,
+    },
     /// The database thread dropped the request.
     #[error("outbox request cancelled")]
     Cancelled,
+}
+
+impl OutboxError {
+    /// The storage failure behind this error (disk full, busy, I/O), if any.
+    pub fn fault(&self) -> Option<crate::storage::StorageFault> {
+        match self {
+            OutboxError::Store(e) | OutboxError::Requeue(RequeueError::Store(e)) => e.fault(),
+            OutboxError::Batch { fault, .. } => *fault,
+            _ => None,
+        }
+    }
 }
 
 /// Command: accept one send (SPEC §5.3). Answered only after the row's transaction commits;

@@ -156,6 +156,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The storage failure this error is (disk full, busy, I/O), if it is one.
+    pub fn fault(&self) -> Option<crate::storage::StorageFault> {
+        match self {
+            StoreError::Io { source, .. } => Some(crate::storage::io_fault(source)),
+            StoreError::Open { source, .. } | StoreError::Sql { source, .. } => {
+                crate::storage::sqlite_fault(source)
+            }
+            _ => None,
+        }
+    }
+
     /// Wraps a rusqlite error with the operation that failed.
     pub(crate) fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
         move |source| StoreError::Sql { operation, source }

@@ -41,10 +41,14 @@ impl OutboxDrainer {
                     }
                 }
                 Ok(Err(e)) => {
-                    log::error!("outbox accept failed: {e}");
-                    let msg = e.to_string();
+                    let detail = e.to_string();
+                    let fault = e.fault();
+                    act.log_db_failure("accept (rolled back)", &e);
                     for reply in replies {
-                        let _ = reply.send(Err(OutboxError::Batch(msg.clone())));
+                        let _ = reply.send(Err(OutboxError::Batch {
+                            detail: detail.clone(),
+                            fault,
+                        }));
                     }
                 }
                 Err(e) => {
@@ -58,6 +62,18 @@ impl OutboxDrainer {
             }
             act.flush_accepts(ctx);
         }));
+    }
+
+    /// Logs a failed database step; storage failures (under a full disk every step fails) at
+    /// most once a minute, with the count of those held back.
+    pub(super) fn log_db_failure(&mut self, what: &str, e: &store::StoreError) {
+        if e.fault().is_none() {
+            log::error!("outbox {what} failed: {e}");
+        } else if let Some(held) = self.storage_log.pass(now_ms(), 60_000) {
+            log::error!(
+                "outbox {what} failed: {e} ({held} more storage failures not logged in the last minute)"
+            );
+        }
     }
 }
 

@@ -121,7 +121,7 @@ impl OutboxDrainer {
                     // their destinations busy and try the same outcomes again shortly, so no
                     // row is left inflight (which would block its destination until restart).
                     match failed {
-                        Ok(Err(e)) => log::error!("outbox outcome batch failed, retrying: {e}"),
+                        Ok(Err(e)) => act.log_db_failure("outcome batch (retrying)", &e),
                         Err(e) => log::error!("outbox db unavailable, retrying outcomes: {e}"),
                         Ok(Ok(_)) => {}
                     }

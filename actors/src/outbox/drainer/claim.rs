@@ -50,7 +50,7 @@ impl OutboxDrainer {
             let rows = match res {
                 Ok(Ok(rows)) => rows,
                 Ok(Err(e)) => {
-                    log::error!("outbox claim for {slug} failed: {e}");
+                    act.log_db_failure(&format!("claim for {slug}"), &e);
                     Vec::new()
                 }
                 Err(e) => {

@@ -109,6 +109,8 @@ pub struct OutboxDrainer {
     accept_queue: Vec<(NewSend, AcceptReply)>,
     /// A group commit is running.
     accepting: bool,
+    /// Rate limit of the log lines of storage failures (a full disk fails every step).
+    storage_log: crate::storage::LogGate,
     /// Uncounted retries per row, for the offline backoff exponent (in memory only).
     offline_retries: HashMap<i64, u32>,
     /// After [`CloseOutbox`]: no new claims.
@@ -165,6 +167,7 @@ impl OutboxDrainer {
             metrics,
             accept_queue: Vec::new(),
             accepting: false,
+            storage_log: Default::default(),
             offline_retries: HashMap::new(),
             closing: false,
             updates: Vec::new(),
