@@ -7,7 +7,9 @@
 //! - [`settings`]: `config.json` and `daemon.toml` data types, parsing and validation.
 //! - [`host`]: host fingerprint (clone detection) and its refuse/warn/allow decision.
 //! - [`files`]: daemon-dir files: permissions, `local-token`, the `flock` singleton.
-//! - [`outbox::store`], [`inbox::store`]: the SQL of the two databases.
+//! - [`outbox::store`], [`inbox::store`], [`sessions::store`]: the SQL of the two databases.
+//! - [`sessions`]: the session registry (SPEC §12) — the SessionRegistry actor, its `sessions`
+//!   table in `outbox.db` (through the OutboxDb thread) and the process-liveness reaper.
 //! - [`time`]: unix milliseconds and ISO 8601.
 
 pub mod broker;
@@ -21,6 +23,7 @@ pub mod inbox;
 pub mod ipc;
 pub mod metrics;
 pub mod outbox;
+pub mod sessions;
 pub mod settings;
 pub mod supervisor;
 pub mod time;
