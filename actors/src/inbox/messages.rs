@@ -5,6 +5,10 @@
 //! with its `client_message_id` if present (non-empty), else the broker's message id; an
 //! `undecryptable` row never stores a body (no ciphertext posing as text) and always has
 //! `decrypt_error = 1`; a duplicate writes nothing and journals nothing.
+//!
+//! Read state and scoping (SPEC §12): `seen_at` is set once (the first time a row is marked
+//! seen) and never cleared; a [`Scope`] (a session's view) admits only rows of its mesh that
+//! are not addressed to another session — the same rule for listing, marking and deleting.
 
 use rusqlite::{Connection, Row, TransactionBehavior};
 use serde_json::{json, Value};
@@ -34,6 +38,52 @@ impl MessageKind {
     }
 }
 
+/// Which of our identities a push was addressed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientKind {
+    /// The mesh member (pushes on the member connection).
+    Member,
+    /// One session (pushes on that session's connection).
+    Session,
+}
+
+impl RecipientKind {
+    /// The stored and reported name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Member => "member",
+            Self::Session => "session",
+        }
+    }
+}
+
+/// A session's view of the inbox: its mesh, minus rows addressed to other sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// The session's mesh slug.
+    pub mesh: String,
+    /// The session's own pubkey (`None`: a session without presence sees member rows only).
+    pub session_pubkey: Option<String>,
+}
+
+impl Scope {
+    /// Appends the scope's SQL condition (` AND …`) with its arguments.
+    fn push_sql(&self, sql: &mut String, args: &mut Vec<rusqlite::types::Value>) {
+        args.push(self.mesh.clone().into());
+        sql.push_str(&format!(" AND mesh = ?{}", args.len()));
+        match &self.session_pubkey {
+            Some(pk) => {
+                args.push(pk.clone().into());
+                sql.push_str(&format!(
+                    " AND (recipient_kind <> 'session' OR recipient_pubkey = ?{})",
+                    args.len()
+                ));
+            }
+            None => sql.push_str(" AND recipient_kind <> 'session'"),
+        }
+    }
+}
+
 /// A decoded broker push, ready to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundMessage {
@@ -59,6 +109,12 @@ pub struct InboundMessage {
     pub reply_to_id: Option<String>,
     /// The sender's priority (`now|next|low`), when given.
     pub priority: Option<String>,
+    /// The pubkey the push was addressed to (ours: the member's or a session's).
+    pub recipient_pubkey: Option<String>,
+    /// Whether that is the member or a session.
+    pub recipient_kind: RecipientKind,
+    /// The sender's member pubkey, when the broker gave it (a session sender's parent).
+    pub sender_member_pubkey: Option<String>,
 }
 
 /// A stored inbox row as the API reports it.
@@ -88,6 +144,14 @@ pub struct InboxItem {
     pub kind: String,
     /// True exactly when the body could not be decrypted.
     pub decrypt_error: bool,
+    /// Unix ms of the first time it was marked seen; `None` = unread.
+    pub seen_at: Option<i64>,
+    /// The pubkey it was addressed to (`None` for rows stored before schema version 2).
+    pub recipient_pubkey: Option<String>,
+    /// `member` or `session`.
+    pub recipient_kind: String,
+    /// The sender's member pubkey, when known.
+    pub sender_member_pubkey: Option<String>,
 }
 
 impl InboxItem {
@@ -106,6 +170,10 @@ impl InboxItem {
             "reply_to_id": self.reply_to_id,
             "kind": self.kind,
             "decrypt_error": self.decrypt_error,
+            "seen_at": self.seen_at.map(crate::time::iso_from_ms),
+            "recipient_pubkey": self.recipient_pubkey,
+            "recipient_kind": self.recipient_kind,
+            "sender_member_pubkey": self.sender_member_pubkey,
         })
     }
 }
@@ -155,8 +223,8 @@ pub fn insert_message(
         .execute(
             "INSERT INTO inbox (mesh, dedupe_key, client_message_id, broker_message_id, topic,
                  sender_pubkey, sender_name, body, kind, decrypt_error, received_at,
-                 reply_to_id, priority)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 reply_to_id, priority, recipient_pubkey, recipient_kind, sender_member_pubkey)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
              ON CONFLICT (mesh, dedupe_key) DO NOTHING",
             rusqlite::params![
                 msg.mesh,
@@ -172,6 +240,9 @@ pub fn insert_message(
                 msg.received_at,
                 msg.reply_to_id,
                 msg.priority,
+                msg.recipient_pubkey,
+                msg.recipient_kind.as_str(),
+                msg.sender_member_pubkey,
             ],
         )
         .map_err(sql_op("insert message"))?;
@@ -191,6 +262,10 @@ pub fn insert_message(
         reply_to_id: msg.reply_to_id.clone(),
         kind: msg.kind.as_str().to_string(),
         decrypt_error: undecryptable,
+        seen_at: None,
+        recipient_pubkey: msg.recipient_pubkey.clone(),
+        recipient_kind: msg.recipient_kind.as_str().to_string(),
+        sender_member_pubkey: msg.sender_member_pubkey.clone(),
     };
     let mut fields = match item.to_json() {
         Value::Object(map) => map,
@@ -227,10 +302,15 @@ pub struct InboxQuery {
     pub limit: usize,
     /// Cursor: only rows with an id below this (the previous page's `next_before`).
     pub before: Option<i64>,
+    /// Only rows never marked seen.
+    pub unread_only: bool,
+    /// A session's view; `None` = everything (the operator's view).
+    pub scope: Option<Scope>,
 }
 
 const ITEM_COLUMNS: &str = "id, client_message_id, broker_message_id, mesh, topic, \
-    sender_pubkey, sender_name, body, received_at, reply_to_id, kind, decrypt_error";
+    sender_pubkey, sender_name, body, received_at, reply_to_id, kind, decrypt_error, seen_at, \
+    recipient_pubkey, recipient_kind, sender_member_pubkey";
 
 fn item_from_row(r: &Row<'_>) -> rusqlite::Result<InboxItem> {
     Ok(InboxItem {
@@ -246,6 +326,10 @@ fn item_from_row(r: &Row<'_>) -> rusqlite::Result<InboxItem> {
         reply_to_id: r.get(9)?,
         kind: r.get(10)?,
         decrypt_error: r.get(11)?,
+        seen_at: r.get(12)?,
+        recipient_pubkey: r.get(13)?,
+        recipient_kind: r.get(14)?,
+        sender_member_pubkey: r.get(15)?,
     })
 }
 
@@ -276,6 +360,12 @@ pub fn query(
     if let Some(before) = q.before {
         filter("id <", before.into());
     }
+    if q.unread_only {
+        sql.push_str(" AND seen_at IS NULL");
+    }
+    if let Some(scope) = &q.scope {
+        scope.push_sql(&mut sql, &mut args);
+    }
     let limit = q.limit.max(1);
     // One extra row tells whether another page exists.
     args.push(
@@ -296,6 +386,69 @@ pub fn query(
         None
     };
     Ok((items, next_before))
+}
+
+/// Marks the rows with these ids seen at `now_ms` (rows already seen keep their first time;
+/// rows outside `scope` are left alone); returns how many changed from unread to seen.
+pub fn mark_seen(
+    conn: &mut Connection,
+    ids: &[i64],
+    scope: Option<&Scope>,
+    now_ms: i64,
+) -> Result<usize, InboxError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql_op("begin mark seen"))?;
+    let mut changed = 0;
+    for id in ids {
+        let mut sql = "UPDATE inbox SET seen_at = ?1 WHERE id = ?2 AND seen_at IS NULL".to_string();
+        let mut args: Vec<rusqlite::types::Value> = vec![now_ms.into(), (*id).into()];
+        if let Some(scope) = scope {
+            scope.push_sql(&mut sql, &mut args);
+        }
+        changed += tx
+            .execute(&sql, rusqlite::params_from_iter(args))
+            .map_err(sql_op("mark seen"))?;
+    }
+    tx.commit().map_err(sql_op("commit mark seen"))?;
+    Ok(changed)
+}
+
+/// Deletes rows (housekeeping, `DELETE /v1/inbox`): of `mesh` if given, received before
+/// `before_ms` if given, inside `scope` if given; returns how many.
+pub fn delete_rows(
+    conn: &Connection,
+    mesh: Option<&str>,
+    before_ms: Option<i64>,
+    scope: Option<&Scope>,
+) -> Result<usize, InboxError> {
+    let mut sql = "DELETE FROM inbox WHERE 1 = 1".to_string();
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(mesh) = mesh {
+        args.push(mesh.to_string().into());
+        sql.push_str(&format!(" AND mesh = ?{}", args.len()));
+    }
+    if let Some(before) = before_ms {
+        args.push(before.into());
+        sql.push_str(&format!(" AND received_at < ?{}", args.len()));
+    }
+    if let Some(scope) = scope {
+        scope.push_sql(&mut sql, &mut args);
+    }
+    conn.execute(&sql, rusqlite::params_from_iter(args))
+        .map_err(sql_op("delete inbox rows"))
+}
+
+/// Deletes one row by id (inside `scope` if given); true when it existed.
+pub fn delete_row(conn: &Connection, id: i64, scope: Option<&Scope>) -> Result<bool, InboxError> {
+    let mut sql = "DELETE FROM inbox WHERE id = ?1".to_string();
+    let mut args: Vec<rusqlite::types::Value> = vec![id.into()];
+    if let Some(scope) = scope {
+        scope.push_sql(&mut sql, &mut args);
+    }
+    conn.execute(&sql, rusqlite::params_from_iter(args))
+        .map(|n| n > 0)
+        .map_err(sql_op("delete inbox row"))
 }
 
 /// Deletes rows received before `older_than_ms` (unix ms); returns how many.

@@ -21,7 +21,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
 pub use super::journal::{append_event, newest_event_id, replay_after, Replay, StoredEvent};
 pub use super::messages::{
-    insert_message, prune, query, InboundMessage, InboxItem, InboxQuery, Inserted, MessageKind,
+    delete_row, delete_rows, insert_message, mark_seen, prune, query, InboundMessage, InboxItem,
+    InboxQuery, Inserted, MessageKind, RecipientKind, Scope,
 };
 pub use super::schema::SCHEMA_VERSION;
 

@@ -17,7 +17,7 @@ use crate::time::now_ms;
 /// `dest` is the per-destination FIFO key (`coalesce(target, to_spec)`); the partial indexes
 /// on it let [`super::claim_due`] find each destination's oldest pending row without scanning
 /// the queue.
-const V1: &str = "
+pub(super) const V1: &str = "
 CREATE TABLE schema_version (
     version    INTEGER PRIMARY KEY,
     applied_at INTEGER NOT NULL
