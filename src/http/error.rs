@@ -10,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use claudemesh_actors::inbox::msg::InboxActorError;
 use claudemesh_actors::outbox::msg::OutboxError;
+use claudemesh_actors::sessions::msg::SessionError;
 use serde_json::{json, Value};
 
 /// A failed `/v1` request.
@@ -157,6 +158,25 @@ pub enum ApiError {
         /// The store's error (boxed: it is large and rare).
         source: Box<InboxActorError>,
     },
+    /// `GET /v1/sessions/me` without the header of a registered session (401).
+    #[error("no registered session token in the request")]
+    NoSession,
+    /// A session registration names a mesh the daemon is not attached to (404).
+    #[error("mesh {mesh:?} is not attached")]
+    MeshNotAttached {
+        /// The slug asked for.
+        mesh: String,
+        /// The slugs the daemon is attached to.
+        meshes: Vec<String>,
+    },
+    /// The session registry failed (500), or is gone (503 during shutdown).
+    #[error("sessions: {operation}: {source}")]
+    Sessions {
+        /// What the handler asked for.
+        operation: &'static str,
+        /// The registry's error.
+        source: Box<SessionError>,
+    },
     /// The IPC server was built without app data a route needs (500; a wiring bug).
     #[error("ipc server misconfigured: {missing} not registered as app data")]
     Misconfigured {
@@ -196,12 +216,16 @@ impl ApiError {
             ApiError::NotRequeueable { .. } => "not_requeueable",
             ApiError::ClientIdInUse { .. } => "client_message_id_in_use",
             ApiError::DestinationUnknown { .. } => "destination_unknown",
+            ApiError::NoSession => "no_session",
+            ApiError::MeshNotAttached { .. } => "mesh_not_attached",
             ApiError::Unavailable { .. } => "daemon_unavailable",
+            ApiError::Sessions { source, .. } if sessions_gone(source) => "daemon_unavailable",
             ApiError::Outbox { source, .. } if outbox_gone(source) => "daemon_unavailable",
             ApiError::Inbox { source, .. } if inbox_gone(source) => "daemon_unavailable",
-            ApiError::Outbox { .. } | ApiError::Inbox { .. } | ApiError::Misconfigured { .. } => {
-                "internal"
-            }
+            ApiError::Outbox { .. }
+            | ApiError::Inbox { .. }
+            | ApiError::Sessions { .. }
+            | ApiError::Misconfigured { .. } => "internal",
         }
     }
 
@@ -242,6 +266,9 @@ impl ApiError {
                 json!({"error": code, "client_message_id": client_message_id})
             }
             ApiError::DestinationUnknown { id } => json!({"error": code, "id": id}),
+            ApiError::MeshNotAttached { mesh, meshes } => {
+                json!({"error": code, "mesh": mesh, "meshes": meshes})
+            }
             _ => json!({ "error": code }),
         }
     }
@@ -250,6 +277,11 @@ impl ApiError {
 /// True when the drainer did not answer because it is shutting down.
 fn outbox_gone(e: &OutboxError) -> bool {
     matches!(e, OutboxError::Mailbox(_) | OutboxError::Cancelled)
+}
+
+/// True when the session registry did not answer because it is shutting down.
+fn sessions_gone(e: &SessionError) -> bool {
+    matches!(e, SessionError::Mailbox(_))
 }
 
 /// True when the inbox actor did not answer because it is shutting down.
@@ -266,13 +298,15 @@ impl ResponseError for ApiError {
             | ApiError::TokenInQuery => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::UnknownPeer { .. } | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::UnknownPeer { .. } | ApiError::NotFound | ApiError::MeshNotAttached { .. } => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::IdempotencyKeyReused { .. }
             | ApiError::NotRequeueable { .. }
             | ApiError::ClientIdInUse { .. }
             | ApiError::DestinationUnknown { .. } => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::NoSession => StatusCode::UNAUTHORIZED,
             ApiError::ForbiddenPeer { .. }
             | ApiError::ForbiddenHost
             | ApiError::ForbiddenOrigin => StatusCode::FORBIDDEN,
@@ -286,9 +320,13 @@ impl ResponseError for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Inbox { source, .. } if inbox_gone(source) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Outbox { .. } | ApiError::Inbox { .. } | ApiError::Misconfigured { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
+            ApiError::Sessions { source, .. } if sessions_gone(source) => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::Outbox { .. }
+            | ApiError::Inbox { .. }
+            | ApiError::Sessions { .. }
+            | ApiError::Misconfigured { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
