@@ -298,9 +298,9 @@ impl ResponseError for ApiError {
             | ApiError::TokenInQuery => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::UnknownPeer { .. } | ApiError::NotFound | ApiError::MeshNotAttached { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::UnknownPeer { .. }
+            | ApiError::NotFound
+            | ApiError::MeshNotAttached { .. } => StatusCode::NOT_FOUND,
             ApiError::IdempotencyKeyReused { .. }
             | ApiError::NotRequeueable { .. }
             | ApiError::ClientIdInUse { .. }

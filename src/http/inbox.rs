@@ -188,12 +188,18 @@ mod tests {
         assert_eq!(v["items"][0]["received_at"], "1970-01-01T00:00:00.000Z");
         assert_eq!(v["items"][0]["body"], "hi");
         assert_eq!(v["items"][0]["seen_at"], Value::Null);
-        assert_eq!(page_json(&[], None), json!({"items": [], "next_before": null}));
+        assert_eq!(
+            page_json(&[], None),
+            json!({"items": [], "next_before": null})
+        );
     }
 
     #[test]
     fn seen_ids_are_integers_or_numeric_strings() {
-        assert_eq!(parse_ids(br#"{"ids":[1,"2"," 3"]}"#).unwrap(), vec![1, 2, 3]);
+        assert_eq!(
+            parse_ids(br#"{"ids":[1,"2"," 3"]}"#).unwrap(),
+            vec![1, 2, 3]
+        );
         assert_eq!(parse_ids(br#"{"ids":[]}"#).unwrap(), Vec::<i64>::new());
         for bad in [&br#"{"ids":["x"]}"#[..], br#"{"ids":1}"#, br#"{}"#, b"nope"] {
             assert!(parse_ids(bad).is_err());

@@ -109,7 +109,11 @@ fn is_hex(s: &str, len: usize) -> bool {
 /// pubkey) and the attestation must name that session key and this mesh's member key. The
 /// error is a fixed phrase, safe to log (never the material).
 pub fn parse_presence(raw: &Value, member_pubkey: &str) -> Result<SessionPresence, &'static str> {
-    let text = |v: &Value, f: &str| v.get(f).and_then(Value::as_str).map(str::to_ascii_lowercase);
+    let text = |v: &Value, f: &str| {
+        v.get(f)
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase)
+    };
     let pubkey = text(raw, "session_pubkey").ok_or("session_pubkey missing")?;
     let secret = text(raw, "session_secret_key").ok_or("session_secret_key missing")?;
     if !is_hex(&pubkey, 64) || !is_hex(&secret, 128) {

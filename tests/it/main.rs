@@ -8,5 +8,5 @@ mod harness;
 mod reload;
 mod runtime;
 mod security;
-mod sessions;
 mod service;
+mod sessions;

@@ -8,8 +8,8 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use claudemesh_actors::crypto::MemberKeys;
-use claudemesh_actors::inbox::store::{self as inbox_store, InboundMessage, MessageKind};
 use claudemesh_actors::inbox::store::RecipientKind;
+use claudemesh_actors::inbox::store::{self as inbox_store, InboundMessage, MessageKind};
 use claudemeshd::client::{self, Endpoint};
 use serde_json::{json, Value};
 
@@ -20,7 +20,12 @@ struct SessionProcess(Child);
 
 impl SessionProcess {
     fn spawn() -> SessionProcess {
-        SessionProcess(Command::new("sleep").arg("600").spawn().expect("spawn sleep"))
+        SessionProcess(
+            Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .expect("spawn sleep"),
+        )
     }
 
     fn pid(&self) -> u32 {
@@ -114,7 +119,8 @@ fn join_second_mesh(w: &World, name: &str) -> (tempfile::TempDir, Broker) {
     let broker = Broker::start(&dir.path().join("broker"), 0, &["--no-rate-limit"]);
     create_mesh(&broker.state, &broker.url, "carol", &dir.path().join("out"));
     let path = w.config_dir(name).join("config.json");
-    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    let mut cfg: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
     let carol: Value = serde_json::from_slice(
         &std::fs::read(dir.path().join("out/carol/config.json")).expect("read"),
     )
@@ -148,8 +154,13 @@ fn session_routes_answer_every_status_over_socket_and_tcp_and_never_leak_a_secre
     };
 
     // Register over the socket: presence accepted; a malformed presence costs only presence.
-    let r = keep(sock(&alice, "POST", "/v1/sessions/register", &[],
-        &registration(&ta, "sa", &mesh, proc_a.pid(), Some((&ka, &member))).to_string()));
+    let r = keep(sock(
+        &alice,
+        "POST",
+        "/v1/sessions/register",
+        &[],
+        &registration(&ta, "sa", &mesh, proc_a.pid(), Some((&ka, &member))).to_string(),
+    ));
     assert_eq!(r.status, 200, "{}", r.body);
     let v = json_of(&r);
     assert_eq!(v["ok"], true);
@@ -157,24 +168,53 @@ fn session_routes_answer_every_status_over_socket_and_tcp_and_never_leak_a_secre
     assert!(v["registered_at"].is_string());
     let mut bad = registration(&tb, "sb", &mesh, proc_a.pid(), Some((&kb, &member)));
     bad["presence"]["session_secret_key"] = kc.secret_hex().into();
-    let r = keep(sock(&alice, "POST", "/v1/sessions/register", &[], &bad.to_string()));
-    assert_eq!((r.status, json_of(&r)["presence_accepted"].clone()), (200, json!(false)));
+    let r = keep(sock(
+        &alice,
+        "POST",
+        "/v1/sessions/register",
+        &[],
+        &bad.to_string(),
+    ));
+    assert_eq!(
+        (r.status, json_of(&r)["presence_accepted"].clone()),
+        (200, json!(false))
+    );
     // 400: missing or malformed required fields; 404: a mesh this daemon is not attached to.
     for broken in [
         json!({"token": tc, "session_id": "x", "mesh": mesh, "display_name": "x"}),
         json!({"token": "abc", "session_id": "x", "mesh": mesh, "display_name": "x", "pid": 1}),
         json!({"token": tc, "mesh": mesh, "display_name": "x", "pid": 1}),
     ] {
-        let r = keep(sock(&alice, "POST", "/v1/sessions/register", &[], &broken.to_string()));
-        assert_eq!((r.status, json_of(&r)["error"].clone()), (400, json!("invalid_request")));
+        let r = keep(sock(
+            &alice,
+            "POST",
+            "/v1/sessions/register",
+            &[],
+            &broken.to_string(),
+        ));
+        assert_eq!(
+            (r.status, json_of(&r)["error"].clone()),
+            (400, json!("invalid_request"))
+        );
     }
-    let r = keep(sock(&alice, "POST", "/v1/sessions/register", &[],
-        &registration(&tc, "sc", "no-such-mesh", proc_a.pid(), None).to_string()));
+    let r = keep(sock(
+        &alice,
+        "POST",
+        "/v1/sessions/register",
+        &[],
+        &registration(&tc, "sc", "no-such-mesh", proc_a.pid(), None).to_string(),
+    ));
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(json_of(&r)["error"], "mesh_not_attached");
 
     // /me: 200 with the session's header, 401 without one or with an unknown token.
-    let r = keep(sock(&alice, "GET", "/v1/sessions/me", &[&session_header(&ta)], ""));
+    let r = keep(sock(
+        &alice,
+        "GET",
+        "/v1/sessions/me",
+        &[&session_header(&ta)],
+        "",
+    ));
     assert_eq!(r.status, 200, "{}", r.body);
     let s = json_of(&r)["session"].clone();
     assert_eq!(s["session_id"], "sa");
@@ -191,7 +231,10 @@ fn session_routes_answer_every_status_over_socket_and_tcp_and_never_leak_a_secre
     for auth in [vec![], vec![session_header(&new_token())]] {
         let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
         let r = keep(sock(&alice, "GET", "/v1/sessions/me", &auth, ""));
-        assert_eq!((r.status, json_of(&r)["error"].clone()), (401, json!("no_session")));
+        assert_eq!(
+            (r.status, json_of(&r)["error"].clone()),
+            (401, json!("no_session"))
+        );
     }
     let r = keep(sock(&alice, "GET", "/v1/sessions", &[], ""));
     assert_eq!(r.status, 200);
@@ -215,18 +258,40 @@ fn session_routes_answer_every_status_over_socket_and_tcp_and_never_leak_a_secre
         assert_eq!(json_of(&r)["session"]["session_id"], "sa");
     }
     let r = keep(tcp(&alice, "GET", "/v1/sessions/me", &[&sh], ""));
-    assert_eq!((r.status, json_of(&r)["error"].clone()), (401, json!("unauthorized")));
+    assert_eq!(
+        (r.status, json_of(&r)["error"].clone()),
+        (401, json!("unauthorized"))
+    );
     let r = keep(tcp(&alice, "GET", "/v1/sessions/me", &[&bearer], ""));
-    assert_eq!((r.status, json_of(&r)["error"].clone()), (401, json!("no_session")));
+    assert_eq!(
+        (r.status, json_of(&r)["error"].clone()),
+        (401, json!("no_session"))
+    );
     let r = keep(tcp(&alice, "GET", "/v1/sessions", &[], ""));
     assert_eq!(r.status, 401);
-    let r = keep(tcp(&alice, "POST", "/v1/sessions/register", &[&bearer],
-        &registration(&tc, "sc", &mesh, proc_a.pid(), Some((&kc, &member))).to_string()));
+    let r = keep(tcp(
+        &alice,
+        "POST",
+        "/v1/sessions/register",
+        &[&bearer],
+        &registration(&tc, "sc", &mesh, proc_a.pid(), Some((&kc, &member))).to_string(),
+    ));
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = keep(tcp(&alice, "POST", "/v1/sessions/register", &[&bearer],
-        &registration(&tc, "sc", "nope", proc_a.pid(), None).to_string()));
+    let r = keep(tcp(
+        &alice,
+        "POST",
+        "/v1/sessions/register",
+        &[&bearer],
+        &registration(&tc, "sc", "nope", proc_a.pid(), None).to_string(),
+    ));
     assert_eq!(r.status, 404);
-    let r = keep(tcp(&alice, "POST", "/v1/sessions/register", &[&bearer], "{}"));
+    let r = keep(tcp(
+        &alice,
+        "POST",
+        "/v1/sessions/register",
+        &[&bearer],
+        "{}",
+    ));
     assert_eq!(r.status, 400);
     let r = keep(tcp(&alice, "GET", "/v1/sessions", &[&bearer], ""));
     assert_eq!(json_of(&r)["sessions"].as_array().map(Vec::len), Some(3));
@@ -235,18 +300,40 @@ fn session_routes_answer_every_status_over_socket_and_tcp_and_never_leak_a_secre
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(json_of(&r), json!({"ok": true, "token_prefix": &tc[..8]}));
     let r = keep(tcp(&alice, "DELETE", &path_c, &[&bearer], ""));
-    assert_eq!((r.status, json_of(&r)["error"].clone()), (404, json!("not_found")));
+    assert_eq!(
+        (r.status, json_of(&r)["error"].clone()),
+        (404, json!("not_found"))
+    );
     let r = keep(tcp(&alice, "DELETE", &path_c, &[], ""));
     assert_eq!(r.status, 401);
 
     // DELETE over the socket: 200, then 404; a malformed token is 400; wrong methods 405.
-    let r = keep(sock(&alice, "DELETE", &format!("/v1/sessions/{tb}"), &[], ""));
-    assert_eq!((r.status, json_of(&r)["token_prefix"].clone()), (200, json!(&tb[..8])));
-    let r = keep(sock(&alice, "DELETE", &format!("/v1/sessions/{tb}"), &[], ""));
+    let r = keep(sock(
+        &alice,
+        "DELETE",
+        &format!("/v1/sessions/{tb}"),
+        &[],
+        "",
+    ));
+    assert_eq!(
+        (r.status, json_of(&r)["token_prefix"].clone()),
+        (200, json!(&tb[..8]))
+    );
+    let r = keep(sock(
+        &alice,
+        "DELETE",
+        &format!("/v1/sessions/{tb}"),
+        &[],
+        "",
+    ));
     assert_eq!(r.status, 404);
     let r = keep(sock(&alice, "DELETE", "/v1/sessions/xyz", &[], ""));
     assert_eq!(r.status, 400);
-    for (m, p) in [("GET", "/v1/sessions/register"), ("POST", "/v1/sessions"), ("DELETE", "/v1/sessions/me")] {
+    for (m, p) in [
+        ("GET", "/v1/sessions/register"),
+        ("POST", "/v1/sessions"),
+        ("DELETE", "/v1/sessions/me"),
+    ] {
         let r = keep(sock(&alice, m, p, &[], ""));
         assert_eq!(r.status, 405, "{m} {p}");
     }
@@ -257,7 +344,13 @@ fn session_routes_answer_every_status_over_socket_and_tcp_and_never_leak_a_secre
     let r = keep(sock(&alice, "GET", "/v1/metrics", &[], ""));
     assert_eq!(r.status, 200);
     // The remaining session still answers; an ended one is unknown again.
-    let r = keep(sock(&alice, "GET", "/v1/sessions/me", &[&session_header(&tb)], ""));
+    let r = keep(sock(
+        &alice,
+        "GET",
+        "/v1/sessions/me",
+        &[&session_header(&tb)],
+        "",
+    ));
     assert_eq!(r.status, 401);
 
     // No token and no secret in any answer, nor in the (debug) log.
@@ -333,7 +426,13 @@ fn a_session_sees_only_its_own_and_member_messages_live_and_replayed() {
         registration(&tb, "sb", &mesh, p.pid(), Some((&kb, &member))),
         registration(&tc, "sc", "second", p.pid(), None),
     ] {
-        let r = sock(&alice, "POST", "/v1/sessions/register", &[], &body.to_string());
+        let r = sock(
+            &alice,
+            "POST",
+            "/v1/sessions/register",
+            &[],
+            &body.to_string(),
+        );
         assert_eq!(r.status, 200, "{}", r.body);
     }
     {
@@ -341,12 +440,36 @@ fn a_session_sees_only_its_own_and_member_messages_live_and_replayed() {
         // they are stored as a push would store them.
         let mut conn =
             inbox_store::open(&alice.daemon_dir.join("inbox.db"), false).expect("open inbox");
-        put_message(&mut conn, &mesh, "to-a", (RecipientKind::Session, &ka.pubkey_hex()));
-        put_message(&mut conn, &mesh, "to-b", (RecipientKind::Session, &kb.pubkey_hex()));
-        put_message(&mut conn, &mesh, "to-member", (RecipientKind::Member, &member));
-        put_message(&mut conn, "second", "second-member", (RecipientKind::Member, "c"));
+        put_message(
+            &mut conn,
+            &mesh,
+            "to-a",
+            (RecipientKind::Session, &ka.pubkey_hex()),
+        );
+        put_message(
+            &mut conn,
+            &mesh,
+            "to-b",
+            (RecipientKind::Session, &kb.pubkey_hex()),
+        );
+        put_message(
+            &mut conn,
+            &mesh,
+            "to-member",
+            (RecipientKind::Member, &member),
+        );
+        put_message(
+            &mut conn,
+            "second",
+            "second-member",
+            (RecipientKind::Member, "c"),
+        );
     }
-    let (ha, hb, hc) = (session_header(&ta), session_header(&tb), session_header(&tc));
+    let (ha, hb, hc) = (
+        session_header(&ta),
+        session_header(&tb),
+        session_header(&tc),
+    );
     let r = sock(&alice, "GET", "/v1/inbox", &[&ha], "");
     assert_eq!(inbox_bodies(&r), ["to-a", "to-member"]);
     let r = sock(&alice, "GET", "/v1/inbox", &[&hb], "");
@@ -354,7 +477,11 @@ fn a_session_sees_only_its_own_and_member_messages_live_and_replayed() {
     let r = sock(&alice, "GET", "/v1/inbox", &[&hc], "");
     assert_eq!(inbox_bodies(&r), ["second-member"]);
     let r = sock(&alice, "GET", &format!("/v1/inbox?mesh={mesh}"), &[&hc], "");
-    assert_eq!(inbox_bodies(&r), Vec::<String>::new(), "a session never sees another mesh");
+    assert_eq!(
+        inbox_bodies(&r),
+        Vec::<String>::new(),
+        "a session never sees another mesh"
+    );
     let r = sock(&alice, "GET", "/v1/inbox", &[], "");
     assert_eq!(inbox_bodies(&r).len(), 4, "the operator sees everything");
     let items = json_of(&r)["items"].clone();
@@ -371,7 +498,13 @@ fn a_session_sees_only_its_own_and_member_messages_live_and_replayed() {
     assert_eq!(inbox_bodies(&r), ["to-b", "to-member"]);
     // B can neither mark nor delete A's message.
     let id_a = to_a["id"].as_i64().expect("id");
-    let r = sock(&alice, "POST", "/v1/inbox/seen", &[&hb], &json!({"ids": [id_a]}).to_string());
+    let r = sock(
+        &alice,
+        "POST",
+        "/v1/inbox/seen",
+        &[&hb],
+        &json!({"ids": [id_a]}).to_string(),
+    );
     assert_eq!(json_of(&r), json!({"marked_seen": 0}));
     let r = sock(&alice, "DELETE", &format!("/v1/inbox/{id_a}"), &[&hb], "");
     assert_eq!(r.status, 404);
@@ -425,11 +558,22 @@ fn a_session_sees_only_its_own_and_member_messages_live_and_replayed() {
         .cloned()
         .expect("bob listed");
     assert_eq!(bob_entry["mesh"], mesh.as_str());
-    let r = sock(&alice, "POST", "/v1/send", &[&hc],
-        &json!({"to": "*", "message": "on my mesh", "client_message_id": "c-sess"}).to_string());
+    let r = sock(
+        &alice,
+        "POST",
+        "/v1/send",
+        &[&hc],
+        &json!({"to": "*", "message": "on my mesh", "client_message_id": "c-sess"}).to_string(),
+    );
     assert_eq!(r.status, 202, "{}", r.body);
-    let r = sock(&alice, "POST", "/v1/send", &[&ha],
-        &json!({"to": "*", "message": "explicit", "client_message_id": "c-expl", "mesh": "second"}).to_string());
+    let r = sock(
+        &alice,
+        "POST",
+        "/v1/send",
+        &[&ha],
+        &json!({"to": "*", "message": "explicit", "client_message_id": "c-expl", "mesh": "second"})
+            .to_string(),
+    );
     assert_eq!(r.status, 202, "{}", r.body);
     let r = alice.get("/v1/outbox?limit=10").expect("outbox");
     let rows = r.json()["items"].clone();
@@ -460,8 +604,12 @@ fn read_state_round_trips_over_the_socket_and_tcp() {
     let r = sock(&alice, "GET", "/v1/inbox?limit=2&mark_seen=true", &[], "");
     let v = json_of(&r);
     assert_eq!(v["marked_seen"], 2);
-    assert!(v["items"].as_array().is_some_and(|i| i.iter().all(|x| x["seen_at"].is_null())),
-        "the page shows the state before the mark");
+    assert!(
+        v["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().all(|x| x["seen_at"].is_null())),
+        "the page shows the state before the mark"
+    );
     let r = sock(&alice, "GET", "/v1/inbox?unread_only=true", &[], "");
     assert_eq!(inbox_bodies(&r), ["one"]);
     let r = sock(&alice, "GET", "/v1/inbox", &[], "");
@@ -478,8 +626,17 @@ fn read_state_round_trips_over_the_socket_and_tcp() {
     assert_eq!(r.status, 400);
     let r = sock(&alice, "GET", "/v1/inbox?unread_only=true", &[], "");
     assert!(inbox_bodies(&r).is_empty());
-    let r = tcp(&alice, "DELETE", &format!("/v1/inbox/{id_one}"), &[&bearer], "");
-    assert_eq!((r.status, json_of(&r)), (200, json!({"removed": 1, "id": id_one})));
+    let r = tcp(
+        &alice,
+        "DELETE",
+        &format!("/v1/inbox/{id_one}"),
+        &[&bearer],
+        "",
+    );
+    assert_eq!(
+        (r.status, json_of(&r)),
+        (200, json!({"removed": 1, "id": id_one}))
+    );
     let r = sock(&alice, "DELETE", &format!("/v1/inbox/{id_one}"), &[], "");
     assert_eq!(r.status, 404);
     let r = sock(&alice, "DELETE", "/v1/inbox/abc", &[], "");
@@ -545,24 +702,40 @@ fn reaper_drops_a_killed_process_and_a_restart_rehydrates_only_the_same_process(
         registration(&t1, "doomed", &mesh, doomed.pid(), None),
         registration(&t2, "lasting", &mesh, lasting.pid(), Some((&keys, &member))),
     ] {
-        let r = sock(&alice, "POST", "/v1/sessions/register", &[], &body.to_string());
+        let r = sock(
+            &alice,
+            "POST",
+            "/v1/sessions/register",
+            &[],
+            &body.to_string(),
+        );
         assert_eq!(r.status, 200, "{}", r.body);
     }
     doomed.kill();
     // The reaper sweeps every 5 s.
     assert!(
-        wait_until(Duration::from_secs(20), || session_ids(&alice) == ["lasting"]),
+        wait_until(Duration::from_secs(20), || session_ids(&alice)
+            == ["lasting"]),
         "{:?}",
         session_ids(&alice)
     );
     assert!(wait_until(Duration::from_secs(5), || departures(&alice)
-        .contains(&("doomed".to_string(), "process_exited".to_string()))));
+        .contains(&(
+            "doomed".to_string(),
+            "process_exited".to_string()
+        ))));
 
     // Restart: the live session comes back with its keypair, its token still works.
     assert_eq!(alice.stop(), Some(0));
     let mut alice = Daemon::start(&config, &[]);
     assert_eq!(session_ids(&alice), ["lasting"]);
-    let r = sock(&alice, "GET", "/v1/sessions/me", &[&session_header(&t2)], "");
+    let r = sock(
+        &alice,
+        "GET",
+        "/v1/sessions/me",
+        &[&session_header(&t2)],
+        "",
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(json_of(&r)["session"]["session_pubkey"], keys.pubkey_hex());
     assert_eq!(json_of(&r)["session"]["presence_status"], "pending");
@@ -580,7 +753,13 @@ fn reaper_drops_a_killed_process_and_a_restart_rehydrates_only_the_same_process(
     drop(db);
     let alice = Daemon::start(&config, &[]);
     assert!(session_ids(&alice).is_empty());
-    let r = sock(&alice, "GET", "/v1/sessions/me", &[&session_header(&t2)], "");
+    let r = sock(
+        &alice,
+        "GET",
+        "/v1/sessions/me",
+        &[&session_header(&t2)],
+        "",
+    );
     assert_eq!(r.status, 401);
     assert!(wait_until(Duration::from_secs(5), || departures(&alice)
         .contains(&("lasting".to_string(), "pid_reused".to_string()))));
@@ -589,4 +768,67 @@ fn reaper_drops_a_killed_process_and_a_restart_rehydrates_only_the_same_process(
         .query_row("SELECT count(*) FROM sessions", [], |r| r.get::<_, i64>(0))
         .is_ok_and(|n| n == 0)));
     drop(lasting);
+}
+
+#[test]
+fn cli_lists_sessions_and_reads_unread_messages_marking_them_seen() {
+    let w = World::new("alice", &["--no-rate-limit"]);
+    let config = w.config_dir("alice");
+    let alice = Daemon::start(&config, &[]);
+    let mesh = first_slug(&w, "alice");
+    let p = SessionProcess::spawn();
+    let keys = MemberKeys::generate();
+    let token = new_token();
+    let body = registration(
+        &token,
+        "cli-s1",
+        &mesh,
+        p.pid(),
+        Some((&keys, &w.pubkey("alice"))),
+    );
+    let r = sock(
+        &alice,
+        "POST",
+        "/v1/sessions/register",
+        &[],
+        &body.to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let human = crate::cli::cli(&config, &["sessions"]);
+    human.expect(0);
+    let lines: Vec<&str> = human.stdout.lines().collect();
+    assert!(lines[0].starts_with("SESSION"), "{}", human.stdout);
+    assert!(lines[1].starts_with("cli-s1"), "{}", human.stdout);
+    assert!(lines[1].contains("agent-cli-s1") && lines[1].contains("pending"));
+    assert!(lines[1].contains(&keys.pubkey_hex()[..16]));
+    assert!(
+        !human.stdout.contains(&keys.pubkey_hex()[..17]),
+        "pubkey shortened"
+    );
+    let json = crate::cli::cli(&config, &["sessions", "--json"]);
+    json.expect(0);
+    assert_eq!(json.json()["sessions"][0]["session_id"], "cli-s1");
+    assert!(!json.stdout.contains(&token) && !json.stdout.contains(&keys.secret_hex()));
+
+    {
+        let mut conn =
+            inbox_store::open(&alice.daemon_dir.join("inbox.db"), false).expect("open inbox");
+        for b in ["first", "second"] {
+            put_message(&mut conn, &mesh, b, (RecipientKind::Member, "m"));
+        }
+    }
+    let unread = crate::cli::cli(&config, &["inbox", "--unread", "--mark-seen"]);
+    unread.expect(0);
+    assert!(unread.stdout.contains("bob: first") && unread.stdout.contains("bob: second"));
+    assert!(
+        unread.stdout.contains("(marked 2 seen)"),
+        "{}",
+        unread.stdout
+    );
+    let again = crate::cli::cli(&config, &["inbox", "--unread", "--json"]);
+    again.expect(0);
+    assert_eq!(again.json()["items"], json!([]));
+    let all = crate::cli::cli(&config, &["inbox", "--json"]);
+    assert_eq!(all.json()["items"].as_array().map(Vec::len), Some(2));
 }

@@ -134,8 +134,7 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), InboxErr
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql_err(path, "begin migration 2"))?;
-        tx.execute_batch(V2)
-            .map_err(sql_err(path, "migration 2"))?;
+        tx.execute_batch(V2).map_err(sql_err(path, "migration 2"))?;
         tx.commit().map_err(sql_err(path, "commit migration 2"))?;
     }
     Ok(())

@@ -289,7 +289,9 @@ impl Handler<EndSession> for SessionRegistry {
             return Box::pin(actix::fut::ready(Ok(None)));
         }
         let d = vec![digest.clone()];
-        let fut = self.db.send(DbTask::new(move |conn| store::delete(conn, &d)));
+        let fut = self
+            .db
+            .send(DbTask::new(move |conn| store::delete(conn, &d)));
         Box::pin(fut.into_actor(self).map(move |res, act, _ctx| {
             res??;
             let Some(s) = act.sessions.remove(&digest) else {
@@ -315,9 +317,7 @@ impl Handler<ListSessions> for SessionRegistry {
 
     fn handle(&mut self, _msg: ListSessions, _ctx: &mut Context<Self>) -> Self::Result {
         let mut all: Vec<model::SessionView> = self.sessions.values().map(Session::view).collect();
-        all.sort_by(|a, b| {
-            (a.registered_at, &a.session_id).cmp(&(b.registered_at, &b.session_id))
-        });
+        all.sort_by(|a, b| (a.registered_at, &a.session_id).cmp(&(b.registered_at, &b.session_id)));
         all
     }
 }

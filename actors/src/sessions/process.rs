@@ -148,7 +148,10 @@ mod tests {
     #[test]
     fn our_own_process_is_running_with_a_start_time_and_a_free_pid_is_gone() {
         let me = OsProbe.probe(std::process::id());
-        assert!(matches!(me, ProcState::Running { start: Some(_) }), "{me:?}");
+        assert!(
+            matches!(me, ProcState::Running { start: Some(_) }),
+            "{me:?}"
+        );
         // Stable across calls: the same process keeps its start time.
         assert_eq!(OsProbe.probe(std::process::id()), me);
         let mut child = std::process::Command::new("true").spawn().unwrap();

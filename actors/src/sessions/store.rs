@@ -72,7 +72,8 @@ pub fn upsert(conn: &mut Connection, s: &Session) -> Result<Vec<String>, StoreEr
         ],
     )
     .map_err(StoreError::sql("insert session"))?;
-    tx.commit().map_err(StoreError::sql("commit register session"))?;
+    tx.commit()
+        .map_err(StoreError::sql("commit register session"))?;
     Ok(replaced)
 }
 
@@ -114,7 +115,9 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
             match (keys, att) {
                 (Ok(keys), Ok(attestation)) => Some(SessionPresence { keys, attestation }),
                 _ => {
-                    log::warn!("session {session_id}: stored presence does not parse; loaded without it");
+                    log::warn!(
+                        "session {session_id}: stored presence does not parse; loaded without it"
+                    );
                     None
                 }
             }

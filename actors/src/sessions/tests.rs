@@ -198,7 +198,11 @@ async fn register_resolve_list_and_deregister_round_trip_through_the_table() {
         .unwrap();
     assert_eq!(hits, 0);
     assert_eq!(reg.send(ListSessions).await.unwrap().len(), 1);
-    let ended = reg.send(EndSession { token: token(1) }).await.unwrap().unwrap();
+    let ended = reg
+        .send(EndSession { token: token(1) })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(ended.as_deref(), Some("01010101"));
     assert!(reg
         .send(EndSession { token: token(1) })

@@ -16,7 +16,10 @@ fn put(conn: &mut Connection, m: InboundMessage) -> i64 {
             // The journaled event carries the recipient for SSE scoping.
             let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
             assert_eq!(data["recipient_kind"], m.recipient_kind.as_str());
-            assert_eq!(data["recipient_pubkey"], serde_json::json!(m.recipient_pubkey));
+            assert_eq!(
+                data["recipient_pubkey"],
+                serde_json::json!(m.recipient_pubkey)
+            );
             assert!(data.get("sender_member_pubkey").is_some());
             item.id
         }
@@ -121,7 +124,10 @@ fn bulk_delete_filters_by_mesh_and_time() {
             ..msg(None, "m2-old", 1_000)
         },
     );
-    assert_eq!(delete_rows(&conn, Some("m1"), Some(5_000), None).unwrap(), 1);
+    assert_eq!(
+        delete_rows(&conn, Some("m1"), Some(5_000), None).unwrap(),
+        1
+    );
     assert_eq!(ids(&conn, &all()), ["m2-old", "new"]);
     assert_eq!(delete_rows(&conn, None, None, None).unwrap(), 2);
 }
@@ -133,7 +139,8 @@ fn a_version_1_database_with_rows_migrates_to_member_rows() {
     {
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(crate::inbox::schema::V1_TABLES).unwrap();
-        conn.execute_batch(crate::inbox::schema::V1_INDEXES).unwrap();
+        conn.execute_batch(crate::inbox::schema::V1_INDEXES)
+            .unwrap();
         conn.execute_batch(
             "INSERT INTO schema_version (version) VALUES (1);
              INSERT INTO inbox (mesh, dedupe_key, broker_message_id, sender_pubkey, body, kind,
