@@ -308,6 +308,50 @@ mod tests {
         assert_eq!(hub.send(CountStreams).await.unwrap(), 0);
     }
 
+    #[actix::test]
+    async fn a_scoped_subscriber_gets_only_its_own_live_messages() {
+        let hub = EventHub::new(4, 8).start();
+        let scope = |pk: &str| EventFilter {
+            scope: Some(Scope {
+                mesh: "m".into(),
+                session_pubkey: Some(pk.repeat(64)),
+            }),
+            ..EventFilter::default()
+        };
+        let mut a = hub
+            .send(Subscribe { filter: scope("a") })
+            .await
+            .unwrap()
+            .unwrap();
+        let mut operator = hub
+            .send(Subscribe {
+                filter: EventFilter::default(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        for (id, pk) in [(1, "b"), (2, "a")] {
+            let data = format!(
+                r#"{{"kind":"message","recipient_kind":"session","recipient_pubkey":"{}"}}"#,
+                pk.repeat(64)
+            );
+            hub.send(Publish {
+                event: Arc::new(StoredEvent {
+                    id,
+                    kind: "message".into(),
+                    mesh: Some("m".into()),
+                    data,
+                }),
+            })
+            .await
+            .unwrap();
+        }
+        assert_eq!(a.rx.recv().await.unwrap().id, 2);
+        assert_eq!(operator.rx.recv().await.unwrap().id, 1);
+        assert_eq!(operator.rx.recv().await.unwrap().id, 2);
+        assert!(a.rx.try_recv().is_err());
+    }
+
     #[test]
     fn a_session_scope_admits_its_mesh_and_its_own_messages_only() {
         let message = |mesh: &str, data: &str| StoredEvent {
