@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::outbox::db::OutboxDb;
 use crate::outbox::drainer::{DrainTarget, OutboxDrainer};
 use crate::outbox::msg::{CloseOutbox, StopDraining};
+use crate::sessions::msg::CloseSessions;
 use crate::sessions::process::OsProbe;
 use crate::sessions::{self, SessionRegistry};
 use crate::settings::{JoinedMesh, Tuning};
@@ -190,6 +191,9 @@ impl Engine {
         if let Some(ipc) = ipc {
             let _ = ipc.send(StopServing).await;
         }
+        // No request can reach the registry any more; its reaper must not outlive the engine
+        // (a SIGHUP re-attach starts a new one from the same rows).
+        let _ = h.sessions.send(CloseSessions).await;
         // No new sends into closing sockets; rows still in flight get their acks or go back.
         let _ = h.outbox.send(StopDraining).await;
         // All links at once; each answers when its socket is gone (bounded).

@@ -725,6 +725,21 @@ fn reaper_drops_a_killed_process_and_a_restart_rehydrates_only_the_same_process(
             "process_exited".to_string()
         ))));
 
+    // SIGHUP re-attaches the engine: the registry is rebuilt from the table.
+    let pid = alice.child.as_ref().expect("child").id() as libc::pid_t;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    assert!(wait_until(Duration::from_secs(15), || alice
+        .log()
+        .lines()
+        .any(|l| l.contains("session lasting") && l.contains("rehydrated"))));
+    assert!(
+        wait_until(Duration::from_secs(15), || session_ids(&alice)
+            == ["lasting"]),
+        "{}",
+        alice.log()
+    );
+
     // Restart: the live session comes back with its keypair, its token still works.
     assert_eq!(alice.stop(), Some(0));
     let mut alice = Daemon::start(&config, &[]);

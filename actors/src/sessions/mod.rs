@@ -322,6 +322,14 @@ impl Handler<ListSessions> for SessionRegistry {
     }
 }
 
+impl Handler<CloseSessions> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, _msg: CloseSessions, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
 impl Handler<ReapSessions> for SessionRegistry {
     type Result = ();
 

@@ -59,3 +59,9 @@ pub struct ListSessions;
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct ReapSessions;
+
+/// Command: stop (ordered shutdown, SIGHUP re-attach). The reaper ends; the rows stay for the
+/// next start's rehydration.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct CloseSessions;

@@ -342,3 +342,15 @@ fn tokens_show_only_their_prefix() {
     let p = presence();
     assert!(!format!("{p:?}").contains(&hex::encode(p.keys.seed())));
 }
+
+#[actix::test]
+async fn close_stops_the_registry() {
+    let f = fixture();
+    let reg = f.registry(Vec::new());
+    reg.send(CloseSessions).await.unwrap();
+    settle().await;
+    assert!(
+        reg.send(ListSessions).await.is_err(),
+        "the mailbox is closed"
+    );
+}
