@@ -732,7 +732,9 @@ fn reaper_drops_a_killed_process_and_a_restart_rehydrates_only_the_same_process(
     assert!(wait_until(Duration::from_secs(15), || alice
         .log()
         .lines()
-        .any(|l| l.contains("session lasting") && l.contains("rehydrated"))));
+        .any(
+            |l| l.contains("session lasting") && l.contains("rehydrated")
+        )));
     assert!(
         wait_until(Duration::from_secs(15), || session_ids(&alice)
             == ["lasting"]),
