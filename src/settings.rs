@@ -203,6 +203,10 @@ pub fn load(
     if let Some(policy) = flags.clone_policy {
         tuning.clone.policy = policy;
     }
+    // Each source was checked as it was read; this guards the merged result as a whole.
+    tuning
+        .validate()
+        .map_err(|(key, reason)| SettingsError::OutOfRange { key, reason })?;
     let tcp_port_explicit =
         flags.tcp_port.is_some() || var(env, TCP_PORT_ENV).is_some() || file_port;
 

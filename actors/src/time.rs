@@ -57,7 +57,7 @@ pub fn ms_from_iso(s: &str) -> Option<i64> {
         return None;
     }
     ms += (h * 3600 + mi * 60 + se) * 1000;
-    let mut rest = &s[19..];
+    let mut rest = s.get(19..)?;
     if let Some(frac) = rest.strip_prefix('.') {
         let digits: String = frac.chars().take_while(|c| c.is_ascii_digit()).collect();
         if digits.is_empty() {

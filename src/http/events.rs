@@ -3,8 +3,10 @@
 //! Order, which is what makes resuming gap-free: subscribe to the EventHub **first**, then
 //! replay the journal after the client's last id (`Last-Event-ID` header, else
 //! `?last_event_id=`), then deliver live events, skipping any id the replay already covered.
-//! An id outside the journal gets one `reset` frame and the stream continues live. `: connected`
-//! is the first frame; a heartbeat comment follows every `ipc.sse_heartbeat_ms` of silence.
+//! An id outside the journal gets one `reset` frame and the stream continues live; so does a
+//! journal trimmed past the cursor between two replay pages, without repeating any id already
+//! sent. `: connected` is the first frame; a heartbeat comment follows every
+//! `ipc.sse_heartbeat_ms` of silence.
 //! The stream ends when the hub drops the subscription (slow reader, shutdown); dropping the
 //! stream unsubscribes.
 
@@ -87,7 +89,8 @@ pub fn event_stream(
     replay: ReplaySource,
     heartbeat: Duration,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
-    let period = heartbeat.max(Duration::from_millis(1));
+    // Bounded both ways: a zero period would spin, a huge one overflow the first deadline.
+    let period = heartbeat.clamp(Duration::from_millis(1), Duration::from_secs(86_400));
     let mut ticker = interval_at(Instant::now() + period, period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let state = StreamState {
@@ -138,8 +141,13 @@ pub fn event_stream(
                     }) => {
                         st.pending
                             .push_back(Bytes::from(reset_frame(oldest_id, newest_id)));
-                        // The journal does not hold the client's id: everything live is new.
-                        st.replayed_up_to = 0;
+                        // Before any page (the client's own id is outside the journal) nothing
+                        // was sent: everything live is new. Mid-replay (the journal was trimmed
+                        // past the cursor between pages) the ids up to the cursor were sent
+                        // already: keep skipping them, so live events are never repeated.
+                        if Some(after) == last {
+                            st.replayed_up_to = 0;
+                        }
                         st.phase = Phase::Live;
                     }
                     Err(e) => {

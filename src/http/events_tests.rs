@@ -193,3 +193,81 @@ async fn dropping_the_stream_unsubscribes_from_the_hub() {
     drop(s);
     assert_eq!(hub.send(CountStreams).await.unwrap(), 0);
 }
+
+/// Issue 13 item 6: the journal is trimmed past the replay's cursor between two replay pages
+/// (a slow replay while events pour in). The replay must end with exactly one `reset` and
+/// the stream continue live without repeating an id it already sent (the reset used to set
+/// the replayed-up-to mark to 0, so live events already replayed went out again).
+#[actix_web::test]
+async fn a_journal_trimmed_between_replay_pages_ends_the_replay_with_one_reset_and_no_repeats() {
+    use claudemesh_actors::inbox::store::{append_event, open, replay_after};
+
+    let dir = tempfile::tempdir().unwrap();
+    let conn = Rc::new(RefCell::new(
+        open(&dir.path().join("inbox.db"), false).unwrap(),
+    ));
+    let append = |conn: &Rc<RefCell<rusqlite::Connection>>, n: i64, keep: usize| {
+        for _ in 0..n {
+            append_event(
+                &mut conn.borrow_mut(),
+                "system",
+                Some("m"),
+                Default::default(),
+                0,
+                keep,
+            )
+            .unwrap();
+        }
+    };
+    // 450 events before the client subscribes; 150 more after (they reach it live too).
+    append(&conn, 600, 10_000);
+    let (tx, rx) = mpsc::channel(1_000);
+    let journaled = |id: i64| {
+        Arc::new(StoredEvent {
+            id,
+            kind: "system".into(),
+            mesh: Some("m".into()),
+            data: "{}".into(),
+        })
+    };
+    for id in 451..=600 {
+        tx.send(journaled(id)).await.unwrap();
+    }
+    // The journal: the second page finds it trimmed far past the first page's end.
+    let calls = Rc::new(RefCell::new(0));
+    let source: ReplaySource = {
+        let conn = conn.clone();
+        let calls = calls.clone();
+        Rc::new(move |after, limit| {
+            *calls.borrow_mut() += 1;
+            if *calls.borrow() == 2 {
+                append(&conn, 2_000, 1_000);
+            }
+            let page = replay_after(&conn.borrow(), after, limit).map_err(Into::into);
+            Box::pin(async move { page })
+        })
+    };
+    let mut s = stream(rx, EventFilter::default(), Some(0), source, 60_000);
+    for id in 2_551..=2_600 {
+        tx.send(journaled(id)).await.unwrap();
+    }
+    drop(tx);
+    let mut ids = Vec::new();
+    let mut resets = 0;
+    while let Some(frame) = next_frame(&mut s).await {
+        if frame.starts_with("event: reset\n") {
+            resets += 1;
+            assert_eq!(
+                ids.len(),
+                500,
+                "the reset ends the replay after its first page"
+            );
+        } else if let Some(id) = frame.strip_prefix("id: ") {
+            ids.push(id.split('\n').next().unwrap().parse::<i64>().unwrap());
+        }
+    }
+    assert_eq!(resets, 1);
+    assert_eq!(*calls.borrow(), 2, "no replay after the reset");
+    let want: Vec<i64> = (1..=600).chain(2_551..=2_600).collect();
+    assert_eq!(ids, want, "every id once, in order");
+}

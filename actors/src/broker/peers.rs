@@ -1,5 +1,10 @@
 //! Peer-list cache and name resolution (SPEC §5.5). Pure: the connection actor feeds it
 //! `peers_list` entries and asks it to resolve names and hex prefixes.
+//!
+//! Everything here is broker input: entries whose `pubkey` (or `memberPubkey`, when present)
+//! is not 64 lowercase hex are dropped on arrival (logged once per cache), and no broker
+//! string is ever sliced by byte index (`get(..n)` only), so a hostile or broken list can
+//! neither panic the resolver nor poison a row's target.
 
 use serde_json::Value;
 
@@ -12,6 +17,17 @@ pub struct PeerCache {
     pub peers: Vec<Value>,
     /// Unix ms of receipt; `None` until the first list arrives.
     pub fetched_at: Option<i64>,
+    /// A malformed entry was already logged (once per cache, not once per list).
+    warned_malformed: bool,
+}
+
+/// True when `peer` has a well-formed `pubkey` and, if it names one, `memberPubkey`.
+fn well_formed(peer: &Value) -> bool {
+    let member_ok = match peer.get("memberPubkey") {
+        None | Some(Value::Null) => true,
+        Some(v) => v.as_str().is_some_and(is_pubkey),
+    };
+    field(peer, "pubkey").is_some_and(is_pubkey) && member_ok
 }
 
 fn field<'a>(peer: &'a Value, name: &str) -> Option<&'a str> {
@@ -31,9 +47,18 @@ pub fn is_hex_prefix(s: &str) -> bool {
 }
 
 impl PeerCache {
-    /// Replaces the list.
+    /// Replaces the list, keeping only well-formed entries (see the module docs).
     pub fn replace(&mut self, peers: Vec<Value>, now_ms: i64) {
-        self.peers = peers;
+        let total = peers.len();
+        self.peers = peers.into_iter().filter(well_formed).collect();
+        let dropped = total - self.peers.len();
+        if dropped > 0 && !self.warned_malformed {
+            self.warned_malformed = true;
+            log::warn!(
+                "broker peers_list: dropped {dropped} of {total} entries whose pubkey or \
+                 memberPubkey is not 64 lowercase hex (logged once)"
+            );
+        }
         self.fetched_at = Some(now_ms);
     }
 
@@ -75,7 +100,7 @@ impl PeerCache {
             _ => Resolution::Ambiguous {
                 candidates: found
                     .into_iter()
-                    .map(|(k, d)| format!("{d} ({})", &k[..16.min(k.len())]))
+                    .map(|(k, d)| format!("{d} ({})", k.get(..16).unwrap_or(&k)))
                     .collect(),
             },
         }
@@ -167,6 +192,128 @@ mod tests {
         match c.resolve("carol", ME) {
             Resolution::Ambiguous { candidates } => assert_eq!(candidates.len(), 2),
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 13 item 3: the ambiguous-name candidates sliced `pubkey[..16]` by bytes; a
+    /// broker's non-ASCII pubkey with a character across byte 16 panicked the resolver (and,
+    /// with `panic = "abort"`, the daemon, in a loop).
+    #[test]
+    fn a_malformed_pubkey_from_the_broker_never_panics_and_is_dropped() {
+        let bad = format!("{}é{}", "a".repeat(15), "b".repeat(47));
+        let mut c = PeerCache::default();
+        c.replace(
+            vec![
+                json!({"pubkey": bad, "displayName": "carol"}),
+                json!({"pubkey": CAROL, "memberPubkey": CAROL, "displayName": "carol"}),
+            ],
+            1000,
+        );
+        assert_eq!(
+            c.resolve("carol", ME),
+            Resolution::Found {
+                pubkey: CAROL.into()
+            }
+        );
+        assert_eq!(c.peers.len(), 1);
+    }
+
+    #[test]
+    fn entries_without_64_lowercase_hex_keys_are_dropped() {
+        let upper = CAROL.to_ascii_uppercase();
+        let mut c = PeerCache::default();
+        c.replace(
+            vec![
+                json!({"pubkey": upper, "displayName": "a"}),
+                json!({"pubkey": &CAROL[..63], "displayName": "b"}),
+                json!({"pubkey": 7, "displayName": "c"}),
+                json!({"displayName": "d"}),
+                json!({"pubkey": CAROL, "memberPubkey": "zz", "displayName": "e"}),
+                json!({"pubkey": CAROL, "memberPubkey": null, "displayName": "f"}),
+                json!({"pubkey": BOB_SESSION, "memberPubkey": BOB, "displayName": "g"}),
+                json!("not an object"),
+            ],
+            1000,
+        );
+        let names: Vec<&str> = c
+            .peers
+            .iter()
+            .filter_map(|p| field(p, "displayName"))
+            .collect();
+        assert_eq!(names, ["f", "g"]);
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Strings a broker might put in a key field: valid keys, near misses, and anything.
+        fn key() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::from(CAROL)),
+                Just(Value::from(BOB)),
+                Just(Value::from(ME)),
+                "[0-9a-fA-F]{0,70}".prop_map(Value::from),
+                any::<String>().prop_map(Value::from),
+                "\\PC{14,20}".prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                Just(Value::Null),
+            ]
+        }
+
+        fn peer() -> impl Strategy<Value = Value> {
+            (
+                key(),
+                proptest::option::of(key()),
+                prop_oneof![
+                    Just(Value::from("carol")),
+                    any::<String>().prop_map(Value::from)
+                ],
+            )
+                .prop_map(|(pubkey, member, name)| {
+                    let mut m = serde_json::Map::new();
+                    m.insert("pubkey".into(), pubkey);
+                    if let Some(member) = member {
+                        m.insert("memberPubkey".into(), member);
+                    }
+                    m.insert("displayName".into(), name);
+                    Value::Object(m)
+                })
+        }
+
+        proptest! {
+            /// Arbitrary `peers_list` frames, through the frame classifier, the cache and
+            /// the resolver: nothing panics, and only well-formed entries are kept.
+            #[test]
+            fn arbitrary_peer_lists_never_panic_the_cache_or_the_resolver(
+                peers in proptest::collection::vec(peer(), 0..8),
+                names in proptest::collection::vec(any::<String>(), 0..4),
+            ) {
+                let frame = json!({"type": "peers_list", "peers": peers}).to_string();
+                let list = match crate::broker::frames::classify(&frame, ME) {
+                    crate::broker::frames::Inbound::Peers(list) => list,
+                    _ => peers.clone(),
+                };
+                for list in [list, peers.clone()] {
+                    let mut c = PeerCache::default();
+                    c.replace(list, 1);
+                    for p in &c.peers {
+                        prop_assert!(field(p, "pubkey").is_some_and(is_pubkey));
+                    }
+                    let mut asked: Vec<String> = names.clone();
+                    asked.extend(["carol".to_string(), CAROL[..20].to_string()]);
+                    for p in &peers {
+                        if let Some(k) = field(p, "pubkey") {
+                            asked.push(k.to_string());
+                            asked.extend(k.get(..17).map(str::to_string));
+                        }
+                    }
+                    for name in &asked {
+                        let _ = c.resolve(name, ME);
+                        let _ = c.keys_related_to(name);
+                    }
+                }
+            }
         }
     }
 

@@ -5,11 +5,29 @@
 //! event (a rolled-back insert also rolls back the counter) and are never reused, also after
 //! trimming and reopening; only the newest `journal_keep` events are retained; `data` is the
 //! one-line JSON sent as the SSE `data:` field, `{"kind","ts","mesh",…fields}`.
+//!
+//! Ids also stay monotonic when the database itself is lost (quarantined as corrupt, or
+//! deleted): a high-water mark lives outside it, in `<db>.event-id` beside the file, always at
+//! or above every id issued. It is leased ahead ([`ID_LEASE`] ids per write, so one small
+//! fsynced write per that many events), and a journal that has never issued an id starts
+//! above it. A client holding an id from the lost journal then gets a `reset`, never a silent
+//! resume over a different journal's events.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{Map, Value};
 
 use super::store::{sql_op, InboxError};
+
+/// Ids reserved in the high-water file per write.
+pub const ID_LEASE: i64 = 1024;
+
+/// `meta` key caching the high-water mark last written to the file.
+const MARK_KEY: &str = "event_id_mark";
 
 /// One journaled event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +96,7 @@ pub(super) fn append_in_tx(
     )
     .map_err(sql_op("insert event"))?;
     let id = conn.last_insert_rowid();
+    cover_id(conn, id)?;
     // The journal never empties: the event just written is always kept.
     let keep = i64::try_from(journal_keep.max(1)).unwrap_or(i64::MAX);
     conn.execute(
@@ -138,4 +157,114 @@ pub fn replay_after(conn: &Connection, after_id: i64, limit: usize) -> Result<Re
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(sql_op("replay events"))?;
     Ok(Replay::Events(events))
+}
+
+/// The high-water file of the database `conn` has open (`None` for in-memory databases).
+fn mark_path(conn: &Connection) -> Option<PathBuf> {
+    conn.path()
+        .filter(|p| !p.is_empty())
+        .map(|p| PathBuf::from(format!("{p}.event-id")))
+}
+
+/// The mark in the file; `None` when absent or unreadable (logged: ids may then restart).
+fn read_mark(path: &Path) -> Option<i64> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            log::warn!("event id mark {}: cannot read: {e}", path.display());
+            return None;
+        }
+    };
+    let mark = text.trim().parse::<i64>().ok().filter(|m| *m >= 0);
+    if mark.is_none() {
+        log::warn!(
+            "event id mark {}: not a non-negative integer; ignored",
+            path.display()
+        );
+    }
+    mark
+}
+
+/// Replaces the file with `mark`, durably (temp file, fsync, rename), 0600, never through a
+/// symlink.
+fn write_mark(path: &Path, mark: i64) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    f.write_all(format!("{mark}\n").as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+fn cached_mark(conn: &Connection) -> Result<i64, InboxError> {
+    let v: Option<String> = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")
+        .and_then(|mut st| st.query_row([MARK_KEY], |r| r.get(0)).optional())
+        .map_err(sql_op("read event id mark"))?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+fn cache_mark(conn: &Connection, mark: i64) -> Result<(), InboxError> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .and_then(|mut st| st.execute((MARK_KEY, mark.to_string())))
+    .map(|_| ())
+    .map_err(sql_op("write event id mark"))
+}
+
+/// Makes the high-water file cover `id` before the event is committed, leasing ahead.
+fn cover_id(conn: &Connection, id: i64) -> Result<(), InboxError> {
+    let Some(path) = mark_path(conn) else {
+        return Ok(());
+    };
+    if id <= cached_mark(conn)? {
+        return Ok(());
+    }
+    let mark = id.saturating_add(ID_LEASE - 1);
+    if let Err(e) = write_mark(&path, mark) {
+        // The event is still journaled: losing monotonicity after a later quarantine beats
+        // losing the message now. Cached anyway, so the next write is a lease away.
+        log::warn!("event id mark {}: cannot write: {e}", path.display());
+    }
+    cache_mark(conn, mark)
+}
+
+/// At open: a journal that has never issued an id (new, or recreated after its database was
+/// quarantined or deleted) continues above the high-water mark. A journal that has issued
+/// ids keeps counting by one (the mark is leased ahead, so it is usually above them).
+pub(super) fn continue_above_mark(conn: &Connection) -> Result<(), InboxError> {
+    let Some(path) = mark_path(conn) else {
+        return Ok(());
+    };
+    if newest_event_id(conn)? != 0 {
+        return Ok(());
+    }
+    let Some(mark) = read_mark(&path) else {
+        return Ok(());
+    };
+    let n = conn
+        .execute(
+            "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'events'",
+            [mark],
+        )
+        .map_err(sql_op("raise event ids"))?;
+    if n == 0 {
+        conn.execute(
+            "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?1)",
+            [mark],
+        )
+        .map_err(sql_op("raise event ids"))?;
+    }
+    log::info!("event journal is new; its ids continue above {mark}");
+    cache_mark(conn, mark)
 }

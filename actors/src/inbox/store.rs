@@ -183,6 +183,7 @@ fn open_checked(path: &Path, check: Check) -> Result<(Connection, bool), InboxEr
         integrity_check(&conn, path)?;
     }
     super::schema::migrate(&mut conn, path)?;
+    super::journal::continue_above_mark(&conn)?;
     Ok((conn, run_check))
 }
 

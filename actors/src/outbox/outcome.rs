@@ -5,6 +5,9 @@
 use super::store::{self, OutboxRow, RetryOutcome};
 use crate::broker::msg::DeliveryOutcome;
 
+/// `last_error` of a row that waits behind an older row of the target its name resolved to.
+pub(crate) const BEHIND_ERROR: &str = "waiting_behind_earlier_send";
+
 /// How one dispatch of a row ended.
 #[derive(Debug)]
 pub(crate) enum Step {
@@ -14,6 +17,12 @@ pub(crate) enum Step {
     Unresolved(&'static str),
     /// The row cannot be sent at all (e.g. encryption failed).
     Permanent(String),
+    /// A name resolved at drain time to a target that has an older row open or another row
+    /// in flight: the row waits its turn (SPEC §5.4 FIFO, one in flight per destination).
+    Behind,
+    /// The row could not be prepared for a reason that is not its own (the database refused
+    /// recording its target): retry shortly, not counted.
+    Deferred(String),
 }
 
 /// What that means for the row.
@@ -76,6 +85,8 @@ pub(crate) fn classify(step: Step, closing: bool) -> Change {
         }
         Step::Unresolved(why) => Change::Offline(why.to_string()),
         Step::Permanent(e) => Change::Dead(e),
+        Step::Behind => Change::Uncounted(BEHIND_ERROR.into(), 0),
+        Step::Deferred(e) => Change::Uncounted(e, 1_000),
     }
 }
 
@@ -193,6 +204,11 @@ mod tests {
         assert_eq!(
             classify(Step::Unresolved("unknown_peer"), false),
             Change::Offline("unknown_peer".into())
+        );
+        assert_eq!(
+            classify(Step::Behind, false),
+            Change::Uncounted(BEHIND_ERROR.into(), 0),
+            "waiting behind an older row of the target is never counted"
         );
     }
 

@@ -33,7 +33,8 @@ use std::str::FromStr;
 pub use accept::{accept_batch, mint_client_message_id};
 pub use admin::{counts, get, list, prune_payloads, requeue};
 pub use drain::{
-    claim_due, expire, mark_dead, mark_done, mark_retry, reset_inflight, set_target, wake,
+    claim_due, expire, mark_dead, mark_done, mark_retry, release_claims, reset_inflight,
+    set_target, settle_target, wake, Settled,
 };
 pub use schema::{integrity_check, open, was_clean_shutdown, write_clean_shutdown, SCHEMA_VERSION};
 

@@ -24,19 +24,21 @@ enum Slot<'a> {
 }
 
 impl Slot<'_> {
-    /// Parses `value` into the field; on failure returns what was expected.
-    fn set(self, value: &str, positive: bool) -> Result<(), &'static str> {
-        fn num<T: std::str::FromStr + PartialEq + Default>(
+    /// Parses `value` into the field; on failure returns what was expected. A numeric field
+    /// takes only integers within `range` (every numeric key has one).
+    fn set(self, value: &str, range: Option<(u64, u64)>) -> Result<(), String> {
+        fn num<T: TryFrom<u64>>(
             field: &mut T,
             value: &str,
-            positive: bool,
-            expected: &'static str,
-        ) -> Result<(), &'static str> {
-            let n: T = value.parse().map_err(|_| expected)?;
-            if positive && n == T::default() {
-                return Err(expected);
+            range: Option<(u64, u64)>,
+        ) -> Result<(), String> {
+            let (lo, hi) = range.unwrap_or((0, 0));
+            let expected = || format!("an integer in {lo}..={hi}");
+            let n: u64 = value.parse().map_err(|_| expected())?;
+            if !(lo..=hi).contains(&n) {
+                return Err(expected());
             }
-            *field = n;
+            *field = T::try_from(n).map_err(|_| expected())?;
             Ok(())
         }
         match self {
@@ -44,47 +46,46 @@ impl Slot<'_> {
                 *f = match value.to_ascii_lowercase().as_str() {
                     "true" | "1" | "yes" | "on" => true,
                     "false" | "0" | "no" | "off" => false,
-                    _ => return Err("true or false"),
+                    _ => return Err("true or false".into()),
                 };
                 Ok(())
             }
-            Slot::U16(f) => num(f, value, positive, "an integer in 0..=65535"),
-            Slot::U32(f) if positive => num(f, value, true, "an integer in 1..=4294967295"),
-            Slot::U32(f) => num(f, value, false, "an integer in 0..=4294967295"),
-            Slot::U64(f) if positive => num(f, value, true, "a positive integer"),
-            Slot::U64(f) => num(f, value, false, "a non-negative integer"),
-            Slot::Usize(f) if positive => num(f, value, true, "a positive integer"),
-            Slot::Usize(f) => num(f, value, false, "a non-negative integer"),
+            Slot::U16(f) => num(f, value, range),
+            Slot::U32(f) => num(f, value, range),
+            Slot::U64(f) => num(f, value, range),
+            Slot::Usize(f) => num(f, value, range),
             Slot::OptString(f) => {
                 *f = Some(value.to_string());
                 Ok(())
             }
             Slot::Durability(f) => {
-                *f = value.parse().map_err(|_| "one of normal, full")?;
+                *f = value
+                    .parse()
+                    .map_err(|_| "one of normal, full".to_string())?;
                 Ok(())
             }
             Slot::ClonePolicy(f) => {
-                *f = value.parse().map_err(|_| "one of refuse, warn, allow")?;
+                *f = value
+                    .parse()
+                    .map_err(|_| "one of refuse, warn, allow".to_string())?;
                 Ok(())
             }
         }
     }
 
-    /// True when the field holds zero (never true for non-numeric fields).
-    fn is_zero(&self) -> bool {
+    /// The field's value when it is numeric.
+    fn number(&self) -> Option<u64> {
         match self {
-            Slot::U16(f) => **f == 0,
-            Slot::U32(f) => **f == 0,
-            Slot::U64(f) => **f == 0,
-            Slot::Usize(f) => **f == 0,
-            Slot::Bool(_) | Slot::OptString(_) | Slot::Durability(_) | Slot::ClonePolicy(_) => {
-                false
-            }
+            Slot::U16(f) => Some(u64::from(**f)),
+            Slot::U32(f) => Some(u64::from(**f)),
+            Slot::U64(f) => Some(**f),
+            Slot::Usize(f) => u64::try_from(**f).ok().or(Some(u64::MAX)),
+            Slot::Bool(_) | Slot::OptString(_) | Slot::Durability(_) | Slot::ClonePolicy(_) => None,
         }
     }
 }
 
-/// One tuning key: where it lives, how to reach its field, whether 0 is forbidden.
+/// One tuning key: where it lives, how to reach its field, which values are sane.
 struct Key {
     /// `daemon.toml` section, `""` for top-level keys.
     section: &'static str,
@@ -92,49 +93,51 @@ struct Key {
     key: &'static str,
     /// The field.
     slot: fn(&mut Tuning) -> Slot<'_>,
-    /// Zero would make the daemon useless (a timeout, limit or window of 0).
-    positive: bool,
+    /// Inclusive range of a numeric key. Bounds keep every conversion the daemon makes
+    /// (hours → ms, ms → `Instant` deadlines, sizes → buffers) far from overflow, and refuse
+    /// zero where it would make the daemon useless (a timeout, limit or window of 0).
+    range: Option<(u64, u64)>,
 }
 
 macro_rules! keys {
-    ($($section:literal $key:ident: $variant:ident($($path:ident).+) $(, $pos:ident)?;)+) => {
+    ($($section:literal $key:ident: $variant:ident($($path:ident).+) $(, $lo:literal ..= $hi:literal)?;)+) => {
         &[$(Key {
             section: $section,
             key: stringify!($key),
             slot: |t| Slot::$variant(&mut t.$($path).+),
-            positive: keys!(@pos $($pos)?),
+            range: keys!(@range $($lo, $hi)?),
         }),+]
     };
-    (@pos positive) => { true };
-    (@pos) => { false };
+    (@range $lo:literal, $hi:literal) => { Some(($lo, $hi)) };
+    (@range) => { None };
 }
 
 /// Every tuning key (SPEC.md §10), in `config/daemon.toml` order.
 const KEYS: &[Key] = keys! {
     "" default_mesh: OptString(default_mesh);
     "ipc" tcp_enabled: Bool(ipc.tcp_enabled);
-    "ipc" tcp_port: U16(ipc.tcp_port);
+    "ipc" tcp_port: U16(ipc.tcp_port), 0..=65_535;
     "ipc" public_health: Bool(ipc.public_health);
-    "ipc" max_inflight: Usize(ipc.max_inflight), positive;
-    "ipc" max_sse_streams: Usize(ipc.max_sse_streams), positive;
-    "ipc" send_body_limit: Usize(ipc.send_body_limit), positive;
-    "ipc" body_limit: Usize(ipc.body_limit), positive;
-    "ipc" sse_heartbeat_ms: U64(ipc.sse_heartbeat_ms), positive;
-    "outbox" max_attempts: U32(outbox.max_attempts), positive;
-    "outbox" max_age_hours: U64(outbox.max_age_hours), positive;
-    "outbox" window: U32(outbox.window), positive;
+    "ipc" max_inflight: Usize(ipc.max_inflight), 1..=65_536;
+    "ipc" max_sse_streams: Usize(ipc.max_sse_streams), 1..=4_096;
+    "ipc" send_body_limit: Usize(ipc.send_body_limit), 1_024..=67_108_864;
+    "ipc" body_limit: Usize(ipc.body_limit), 1_024..=16_777_216;
+    "ipc" sse_heartbeat_ms: U64(ipc.sse_heartbeat_ms), 1..=3_600_000;
+    "outbox" max_attempts: U32(outbox.max_attempts), 1..=1_000_000;
+    "outbox" max_age_hours: U64(outbox.max_age_hours), 1..=876_000;
+    "outbox" window: U32(outbox.window), 1..=4_096;
     "outbox" durability: Durability(outbox.durability);
-    "outbox" payload_retention_days: U32(outbox.payload_retention_days);
-    "broker" hello_timeout_ms: U64(broker.hello_timeout_ms), positive;
-    "broker" ack_timeout_ms: U64(broker.ack_timeout_ms), positive;
-    "broker" ping_interval_ms: U64(broker.ping_interval_ms), positive;
-    "broker" stale_after_ms: U64(broker.stale_after_ms), positive;
-    "broker" rate_burst: U32(broker.rate_burst), positive;
-    "broker" rate_per_sec: U32(broker.rate_per_sec), positive;
-    "broker" max_frame_bytes: Usize(broker.max_frame_bytes), positive;
-    "broker" reconnect_cap_ms: U64(broker.reconnect_cap_ms), positive;
-    "inbox" retention_days: U32(inbox.retention_days), positive;
-    "inbox" event_journal: U64(inbox.event_journal), positive;
+    "outbox" payload_retention_days: U32(outbox.payload_retention_days), 0..=36_500;
+    "broker" hello_timeout_ms: U64(broker.hello_timeout_ms), 1..=600_000;
+    "broker" ack_timeout_ms: U64(broker.ack_timeout_ms), 1..=3_600_000;
+    "broker" ping_interval_ms: U64(broker.ping_interval_ms), 1..=3_600_000;
+    "broker" stale_after_ms: U64(broker.stale_after_ms), 1..=86_400_000;
+    "broker" rate_burst: U32(broker.rate_burst), 1..=4_294_967_295;
+    "broker" rate_per_sec: U32(broker.rate_per_sec), 1..=1_000_000;
+    "broker" max_frame_bytes: Usize(broker.max_frame_bytes), 1_024..=268_435_456;
+    "broker" reconnect_cap_ms: U64(broker.reconnect_cap_ms), 1..=3_600_000;
+    "inbox" retention_days: U32(inbox.retention_days), 1..=36_500;
+    "inbox" event_journal: U64(inbox.event_journal), 1..=10_000_000;
     "clone" policy: ClonePolicy(clone.policy);
 };
 
@@ -166,16 +169,35 @@ pub fn env_var_names() -> Vec<String> {
     KEYS.iter().map(Key::var).collect()
 }
 
-/// The first key whose value breaks its range rule, as `(dotted key, reason)`.
-pub(super) fn first_invalid(tuning: &Tuning) -> Option<(String, &'static str)> {
+/// The first key whose value is outside its range, as `(dotted key, reason)`.
+pub(super) fn first_invalid(tuning: &Tuning) -> Option<(String, String)> {
     // Slots borrow mutably; inspect a copy so callers can keep `&Tuning`.
     let mut copy = tuning.clone();
+    KEYS.iter().find_map(|k| {
+        let (lo, hi) = k.range?;
+        let v = (k.slot)(&mut copy).number()?;
+        (!(lo..=hi).contains(&v)).then(|| (k.dotted(), format!("must be in {lo}..={hi}, got {v}")))
+    })
+}
+
+/// The documented range of every numeric key, as `(dotted key, lo, hi)` in `daemon.toml`
+/// order (for docs and diagnostics).
+pub fn key_ranges() -> Vec<(String, u64, u64)> {
     KEYS.iter()
-        .find(|k| k.positive && (k.slot)(&mut copy).is_zero())
-        .map(|k| (k.dotted(), "must be greater than 0"))
+        .filter_map(|k| k.range.map(|(lo, hi)| (k.dotted(), lo, hi)))
+        .collect()
 }
 
 impl Tuning {
+    /// Checks every numeric value against its range (after `daemon.toml`, the environment and
+    /// flags are merged); the error is `(dotted key, reason)`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        match first_invalid(self) {
+            Some(bad) => Err(bad),
+            None => Ok(()),
+        }
+    }
+
     /// Applies every `CLAUDEMESH_<SECTION>_<KEY>` variable that `lookup` returns. Values are
     /// trimmed; an empty value counts as unset. A value that does not parse or is out of range
     /// is an error naming the variable; on error `self` may be partly updated.
@@ -191,7 +213,7 @@ impl Tuning {
                 continue;
             }
             (k.slot)(self)
-                .set(value, k.positive)
+                .set(value, k.range)
                 .map_err(|expected| SettingsError::Env {
                     var,
                     value: raw.clone(),
@@ -203,164 +225,5 @@ impl Tuning {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
-
-    fn applied(pairs: &[(&str, &str)]) -> Result<Tuning, SettingsError> {
-        let mut t = Tuning::default();
-        t.apply_env(&env(pairs))?;
-        Ok(t)
-    }
-
-    #[test]
-    fn env_overrides_keys_of_every_type() {
-        let t = applied(&[
-            ("CLAUDEMESH_DEFAULT_MESH", "work"),
-            ("CLAUDEMESH_IPC_TCP_ENABLED", "false"),
-            ("CLAUDEMESH_IPC_TCP_PORT", "0"),
-            ("CLAUDEMESH_IPC_MAX_INFLIGHT", " 8 "),
-            ("CLAUDEMESH_OUTBOX_MAX_ATTEMPTS", "3"),
-            ("CLAUDEMESH_OUTBOX_DURABILITY", "full"),
-            ("CLAUDEMESH_BROKER_PING_INTERVAL_MS", "50"),
-            ("CLAUDEMESH_INBOX_EVENT_JOURNAL", "5"),
-            ("CLAUDEMESH_CLONE_POLICY", "allow"),
-        ])
-        .unwrap();
-        assert_eq!(t.default_mesh.as_deref(), Some("work"));
-        assert!(!t.ipc.tcp_enabled);
-        assert_eq!(t.ipc.tcp_port, 0);
-        assert_eq!(t.ipc.max_inflight, 8);
-        assert_eq!(t.outbox.max_attempts, 3);
-        assert_eq!(t.outbox.durability, Durability::Full);
-        assert_eq!(t.broker.ping_interval_ms, 50);
-        assert_eq!(t.inbox.event_journal, 5);
-        assert_eq!(t.clone.policy, ClonePolicy::Allow);
-        assert_eq!(
-            t.broker.stale_after_ms, 75_000,
-            "untouched keys keep their value"
-        );
-    }
-
-    #[test]
-    fn bad_env_value_is_an_error_naming_the_variable() {
-        let msg = applied(&[("CLAUDEMESH_IPC_TCP_PORT", "80000")])
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            msg,
-            "environment variable CLAUDEMESH_IPC_TCP_PORT=\"80000\": expected an integer in 0..=65535"
-        );
-        let msg = applied(&[("CLAUDEMESH_CLONE_POLICY", "sometimes")])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            msg.contains("CLAUDEMESH_CLONE_POLICY") && msg.contains("refuse"),
-            "{msg}"
-        );
-        let msg = applied(&[("CLAUDEMESH_IPC_PUBLIC_HEALTH", "maybe")])
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains("CLAUDEMESH_IPC_PUBLIC_HEALTH"), "{msg}");
-    }
-
-    #[test]
-    fn zero_is_rejected_for_positive_keys_only() {
-        let msg = applied(&[("CLAUDEMESH_OUTBOX_WINDOW", "0")])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            msg.contains("CLAUDEMESH_OUTBOX_WINDOW") && msg.contains("1..="),
-            "{msg}"
-        );
-        let t = applied(&[("CLAUDEMESH_OUTBOX_PAYLOAD_RETENTION_DAYS", "0")]).unwrap();
-        assert_eq!(t.outbox.payload_retention_days, 0);
-    }
-
-    #[test]
-    fn empty_env_value_counts_as_unset() {
-        let t = applied(&[
-            ("CLAUDEMESH_IPC_TCP_PORT", ""),
-            ("CLAUDEMESH_DEFAULT_MESH", " "),
-        ]);
-        assert_eq!(t.unwrap(), Tuning::default());
-    }
-
-    #[test]
-    fn directory_variables_are_not_tuning_keys() {
-        let t = applied(&[
-            ("CLAUDEMESH_CONFIG_DIR", "/tmp/x"),
-            ("CLAUDEMESH_DAEMON_DIR", "/tmp/y"),
-        ])
-        .unwrap();
-        assert_eq!(t, Tuning::default());
-        let names = env_var_names();
-        assert!(!names.iter().any(|n| n.ends_with("_DIR")), "{names:?}");
-        assert!(names.contains(&DEFAULT_MESH_ENV.to_string()));
-    }
-
-    #[test]
-    fn key_table_covers_every_serialized_field_exactly_once() {
-        let all = Tuning {
-            default_mesh: Some("x".into()),
-            ..Tuning::default()
-        };
-        let table = toml::Table::try_from(&all).unwrap();
-        let mut want = Vec::new();
-        for (section, value) in &table {
-            match value {
-                toml::Value::Table(keys) => {
-                    want.extend(keys.keys().map(|k| format!("{section}.{k}")));
-                }
-                _ => want.push(section.clone()),
-            }
-        }
-        let mut have: Vec<String> = KEYS.iter().map(Key::dotted).collect();
-        want.sort();
-        have.sort();
-        assert_eq!(have, want);
-    }
-
-    /// Flattens a tuning into `dotted key → value` via its serialized form.
-    fn flat(t: &Tuning) -> HashMap<String, toml::Value> {
-        let mut out = HashMap::new();
-        for (section, value) in toml::Table::try_from(t).unwrap() {
-            match value {
-                toml::Value::Table(keys) => {
-                    out.extend(keys.into_iter().map(|(k, v)| (format!("{section}.{k}"), v)));
-                }
-                v => {
-                    out.insert(section, v);
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn every_env_variable_writes_the_field_of_its_own_name() {
-        let defaults = flat(&Tuning::default());
-        for k in KEYS {
-            let var = k.var();
-            let changed = ["9", "false", "true", "full", "allow"]
-                .iter()
-                .filter_map(|v| applied(&[(&var, v)]).ok())
-                .map(|t| flat(&t))
-                .find(|f| *f != defaults)
-                .unwrap_or_else(|| panic!("{var} changed nothing"));
-            let diff: Vec<&String> = changed
-                .keys()
-                .filter(|key| changed.get(*key) != defaults.get(*key))
-                .collect();
-            assert_eq!(diff, [&k.dotted()], "{var}");
-        }
-    }
-}
+#[path = "env_tests.rs"]
+mod tests;

@@ -11,7 +11,8 @@
 //!   URLs, non-empty ids and unique slugs. Whether `secretKey` matches `pubkey` is the crypto
 //!   module's check, not this one.
 //! - A [`Tuning`] built by [`parse_daemon_toml`] and [`Tuning::apply_env`] holds no unknown
-//!   key and no zero where zero would be meaningless (timeouts, limits, windows).
+//!   key and no numeric value outside its documented range ([`key_ranges`]): no zero where
+//!   zero would be meaningless, nothing large enough to overflow a conversion.
 //! - [`JoinedMesh`]'s `Debug` never prints the secret key.
 
 mod config;
@@ -19,7 +20,7 @@ mod env;
 mod tuning;
 
 pub use config::{parse_config_json, ClaudemeshConfig, JoinedMesh};
-pub use env::{env_var_names, DEFAULT_MESH_ENV};
+pub use env::{env_var_names, key_ranges, DEFAULT_MESH_ENV};
 pub use tuning::{
     parse_daemon_toml, BrokerTuning, ClonePolicy, CloneTuning, Durability, InboxTuning, IpcTuning,
     OutboxTuning, Tuning,
@@ -93,8 +94,16 @@ pub enum SettingsError {
         file: PathBuf,
         /// Dotted key, e.g. `outbox.window`.
         key: String,
-        /// What is wrong, e.g. `must be greater than 0`.
-        reason: &'static str,
+        /// What is wrong, e.g. `must be in 1..=4096, got 0`.
+        reason: String,
+    },
+    /// The merged tuning (file, environment, flags) holds a value outside its range.
+    #[error("{key}: {reason}")]
+    OutOfRange {
+        /// Dotted key, e.g. `outbox.max_age_hours`.
+        key: String,
+        /// What is wrong, e.g. `must be in 1..=876000, got 3000000000000`.
+        reason: String,
     },
     /// A `CLAUDEMESH_*` tuning variable holds a value that does not parse or is out of range.
     #[error("environment variable {var}={value:?}: expected {expected}")]
@@ -104,7 +113,7 @@ pub enum SettingsError {
         /// The value found.
         value: String,
         /// What was expected, e.g. `an integer in 0..=65535`.
-        expected: &'static str,
+        expected: String,
     },
     /// A choice-valued setting (durability, clone policy) got an unknown word.
     #[error("{value:?} is not one of {expected}")]

@@ -180,3 +180,62 @@ fn default_retention_keeps_exactly_ten_thousand_events() {
     );
     assert_eq!(ids(replay_after(&conn, 5, 1).unwrap()), [6]);
 }
+
+/// Issue 13 item 5: a quarantined `inbox.db` restarted event ids at 1, so a client whose
+/// `Last-Event-ID` was below the new journal's newest id resumed silently, skipping events.
+/// Ids must stay above every id issued before, and such a client must get a `reset`.
+#[test]
+fn event_ids_stay_monotonic_across_a_quarantine_and_an_old_client_id_gets_a_reset() {
+    let (dir, path, mut conn) = fresh_db();
+    for n in 1..=50 {
+        append_event(&mut conn, "system", None, fields(n), 0, 10_000).unwrap();
+    }
+    drop(conn);
+    std::fs::write(&path, vec![0xA5u8; 8192]).unwrap();
+    let (mut conn, moved) =
+        crate::inbox::store::open_or_quarantine(&path, false, 1_714_700_000_000).unwrap();
+    assert!(moved.is_some(), "the garbage file was quarantined");
+    let mut new_ids = Vec::new();
+    for n in 0..100 {
+        new_ids.push(
+            append_event(&mut conn, "system", None, fields(n), 0, 10_000)
+                .unwrap()
+                .id,
+        );
+    }
+    assert!(new_ids[0] > 50, "ids restarted at {}", new_ids[0]);
+    assert!(new_ids.windows(2).all(|w| w[1] == w[0] + 1), "{new_ids:?}");
+    // The client had seen id 50; the new journal does not hold what followed it.
+    assert!(matches!(
+        replay_after(&conn, 50, 500).unwrap(),
+        Replay::Reset { .. }
+    ));
+    // An id newer than any issued (a client from some other journal) gets a reset too.
+    let newest = newest_event_id(&conn).unwrap();
+    assert!(matches!(
+        replay_after(&conn, newest + 1, 500).unwrap(),
+        Replay::Reset { .. }
+    ));
+    // A client that saw everything resumes with nothing to replay.
+    assert_eq!(
+        ids(replay_after(&conn, newest, 500).unwrap()),
+        Vec::<i64>::new()
+    );
+    drop(dir);
+}
+
+#[test]
+fn a_deleted_database_also_restarts_above_every_issued_id() {
+    let (dir, path, mut conn) = fresh_db();
+    for n in 1..=3_000 {
+        append_event(&mut conn, "system", None, fields(n), 0, 10).unwrap();
+    }
+    drop(conn);
+    std::fs::remove_file(&path).unwrap();
+    let mut conn = open(&path, false).unwrap();
+    let id = append_event(&mut conn, "system", None, fields(0), 0, 10)
+        .unwrap()
+        .id;
+    assert!(id > 3_000, "ids restarted at {id}");
+    drop(dir);
+}

@@ -129,6 +129,42 @@ fn waiting_unresolved(tx: &Transaction<'_>, mesh: &str, to: &str) -> Result<bool
     .map_err(StoreError::sql("accept: look for unresolved rows"))
 }
 
+/// The newest row of status `?1`, mesh `?2` sent to `?3` (walks `outbox_status_enqueued`
+/// backwards, stopping at the first match).
+pub(super) const NEWEST_OPEN: &str = "SELECT enqueued_at, id, target FROM outbox
+  WHERE status = ?1 AND mesh = ?2 AND to_spec = ?3
+  ORDER BY enqueued_at DESC, id DESC LIMIT 1";
+
+/// The target of the newest open (`pending` or `inflight`) row of `mesh` sent to `to`; `None`
+/// when there is no such row or it is unresolved too.
+///
+/// One query per status, each walking its rows newest first and stopping at the first
+/// match: a burst to one name finds its predecessor at once.
+fn newest_open_target(
+    tx: &Transaction<'_>,
+    mesh: &str,
+    to: &str,
+) -> Result<Option<String>, StoreError> {
+    let mut newest: Option<(i64, i64, Option<String>)> = None;
+    for status in ["pending", "inflight"] {
+        let row: Option<(i64, i64, Option<String>)> = tx
+            .prepare_cached(NEWEST_OPEN)
+            .and_then(|mut st| {
+                st.query_row((status, mesh, to), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
+            })
+            .map_err(StoreError::sql("accept: look for open rows to the name"))?;
+        if let Some(row) = row {
+            if newest.as_ref().is_none_or(|n| (row.0, row.1) > (n.0, n.1)) {
+                newest = Some(row);
+            }
+        }
+    }
+    Ok(newest.and_then(|(_, _, target)| target))
+}
+
 /// Inserts a new pending row, due now; returns its row id.
 fn insert(
     tx: &Transaction<'_>,
@@ -152,7 +188,11 @@ fn insert(
             .map_err(StoreError::sql("accept: wake unresolved rows"))?;
             None
         }
-        other => other.clone(),
+        Some(t) => Some(t.clone()),
+        // A name the cache does not know (broker down, fresh start): join the queue of the
+        // newest open row sent to the same name, under its target if it has one, so this send
+        // neither overtakes it nor travels beside it (SPEC §5.4: FIFO, one in flight).
+        None => newest_open_target(tx, &send.mesh, &send.to)?,
     };
     tx.prepare_cached(
         "INSERT INTO outbox (client_message_id, request_fingerprint, payload, payload_bytes,

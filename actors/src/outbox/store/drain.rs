@@ -207,6 +207,64 @@ fn set_target_rows(conn: &Connection, id: i64, target: &str) -> Result<(), Store
     Ok(())
 }
 
+/// Where a name resolved at drain time leaves its claimed row ([`settle_target`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Nothing older is open for the target and nothing else of it is in flight: send now.
+    Go,
+    /// An older row of the target is still open, or another is in flight: the row keeps its
+    /// new target and must go back to `pending` (not counted) to wait its turn.
+    Behind,
+}
+
+/// Records that the `inflight` row `id`, claimed under its unresolved `to`, resolved to
+/// `target` ([`set_target`], which re-keys its queued siblings too), and says whether it may
+/// be sent now. It may not when another row of the same mesh and target is `inflight`, or an
+/// older one is `pending` (e.g. sent to the full key and backing off): sending would overtake
+/// it or put two rows in flight to one recipient (SPEC §5.4). One transaction, so a claim
+/// running next sees the row inflight under `target` and holds that destination back.
+pub fn settle_target(conn: &mut Connection, id: i64, target: &str) -> Result<Settled, StoreError> {
+    const OP: &str = "settle_target";
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(StoreError::sql(OP))?;
+    set_target(&tx, id, target)?;
+    let behind: bool = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM outbox o WHERE o.status = 'inflight'
+                              AND o.mesh = r.mesh AND o.dest = ?2 AND o.id <> r.id)
+                 OR EXISTS (SELECT 1 FROM outbox o WHERE o.status = 'pending'
+                              AND o.mesh = r.mesh AND o.dest = ?2
+                              AND (o.enqueued_at < r.enqueued_at
+                                   OR (o.enqueued_at = r.enqueued_at AND o.id < r.id)))
+               FROM outbox r WHERE r.id = ?1",
+        )
+        .and_then(|mut st| st.query_row((id, target), |r| r.get(0)))
+        .map_err(StoreError::sql(OP))?;
+    tx.commit().map_err(StoreError::sql(OP))?;
+    Ok(if behind { Settled::Behind } else { Settled::Go })
+}
+
+/// Puts the `inflight` rows `ids` back to `pending` untouched (attempts, error and due time
+/// kept): they were claimed but never sent. Returns how many moved.
+pub fn release_claims(conn: &mut Connection, ids: &[i64]) -> Result<usize, StoreError> {
+    const OP: &str = "release_claims";
+    let tx = conn.transaction().map_err(StoreError::sql(OP))?;
+    let mut moved = 0;
+    {
+        let mut st = tx
+            .prepare_cached(
+                "UPDATE outbox SET status = 'pending' WHERE id = ?1 AND status = 'inflight'",
+            )
+            .map_err(StoreError::sql(OP))?;
+        for id in ids {
+            moved += st.execute([id]).map_err(StoreError::sql(OP))?;
+        }
+    }
+    tx.commit().map_err(StoreError::sql(OP))?;
+    Ok(moved)
+}
+
 /// Crash recovery: every `inflight` row goes back to `pending` (attempts kept). Returns how
 /// many rows moved.
 pub fn reset_inflight(conn: &Connection) -> Result<usize, StoreError> {

@@ -287,3 +287,67 @@ fn a_name_resolved_now_queues_behind_earlier_unresolved_sends_to_that_name() {
         Some(pk.as_str())
     );
 }
+
+/// Issue 13 item 1: row A to "bob" resolved to P backs off; after a restart (empty peer
+/// cache) row B to "bob" is accepted unresolved. B must take A's target and wait behind it,
+/// never go out under its own key first, and never be in flight beside A.
+#[test]
+fn an_unresolved_name_reuses_the_target_of_the_newest_open_row_and_waits_behind_it() {
+    let (_d, _p, mut conn) = temp_db();
+    let pk = "ab".repeat(32);
+    let a = queue(&mut conn, send(Some("a"), 1, "bob", Some(&pk)), NOW);
+    assert_eq!(claim_ids(&mut conn, NOW, 10), vec![a]);
+    mark_retry(&conn, a, "socket closed", true, NOW + 10_000, 25, NOW).unwrap();
+    // Restart: inflight rows go back to pending; the peer cache starts empty.
+    reset_inflight(&conn).unwrap();
+    let b = queue(&mut conn, send(Some("b"), 2, "bob", None), NOW + 1);
+    assert_eq!(
+        get(&conn, b).unwrap().unwrap().target.as_deref(),
+        Some(pk.as_str())
+    );
+    // A backs off: B must not be claimed before it.
+    assert!(claim_ids(&mut conn, NOW + 5_000, 10).is_empty());
+    assert_eq!(claim_ids(&mut conn, NOW + 10_000, 10), vec![a]);
+    // One in flight per recipient: B waits while A is inflight, then follows.
+    assert!(claim_ids(&mut conn, NOW + 10_001, 10).is_empty());
+    mark_done(&conn, a, "bm-a", NOW + 10_002).unwrap();
+    assert_eq!(claim_ids(&mut conn, NOW + 10_003, 10), vec![b]);
+}
+
+#[test]
+fn an_unresolved_name_with_no_resolved_open_row_stays_unresolved() {
+    let (_d, _p, mut conn) = temp_db();
+    let pk = "ab".repeat(32);
+    // A done row and a row of another mesh lend no target.
+    let done = queue(&mut conn, send(Some("d"), 1, "bob", Some(&pk)), NOW);
+    claim_ids(&mut conn, NOW, 10);
+    mark_done(&conn, done, "bm", NOW).unwrap();
+    let mut other = send(Some("o"), 2, "bob", Some(&pk));
+    other.mesh = "m2".into();
+    queue(&mut conn, other, NOW);
+    let b = queue(&mut conn, send(Some("b"), 3, "bob", None), NOW + 1);
+    assert_eq!(get(&conn, b).unwrap().unwrap().target, None);
+    // The newest open row decides: an unresolved one keeps the next unresolved too.
+    let c = queue(&mut conn, send(Some("c"), 4, "bob", None), NOW + 2);
+    assert_eq!(get(&conn, c).unwrap().unwrap().target, None);
+}
+
+#[test]
+fn the_open_row_lookup_of_an_unresolved_accept_seeks_an_index() {
+    let (_d, _p, conn) = temp_db();
+    let plan: Vec<String> = conn
+        .prepare(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            crate::outbox::store::accept::NEWEST_OPEN
+        ))
+        .unwrap()
+        .query_map(("pending", "m1", "bob"), |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        plan.iter()
+            .all(|l| l.starts_with("SEARCH outbox USING INDEX")),
+        "{plan:?}"
+    );
+}

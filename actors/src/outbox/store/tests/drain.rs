@@ -223,3 +223,57 @@ fn claim_query_seeks_indexes_instead_of_scanning_the_table() {
         "{plan:?}"
     );
 }
+
+/// Issue 13 item 1, drain side: B to a name is claimed under its own key and resolves to P,
+/// while an older row A to P (sent to the full key) backs off. B records P and waits behind
+/// A instead of going out first; nothing is counted against B.
+#[test]
+fn a_name_resolved_at_drain_time_waits_behind_an_older_open_row_of_that_target() {
+    let (_d, _p, mut conn) = temp_db();
+    let p = pk('p');
+    let a = queue(&mut conn, send(Some("a"), 1, &p, Some(&p)), NOW);
+    assert_eq!(claim_ids(&mut conn, NOW, 10), vec![a]);
+    mark_retry(&conn, a, "socket closed", true, NOW + 10_000, 25, NOW).unwrap();
+    let b = queue(&mut conn, send(Some("b"), 2, "bob", None), NOW + 1);
+    let b2 = queue(&mut conn, send(Some("b2"), 3, "bob", None), NOW + 2);
+    assert_eq!(claim_ids(&mut conn, NOW + 5, 10), vec![b]);
+    assert_eq!(settle_target(&mut conn, b, &p).unwrap(), Settled::Behind);
+    let row = get(&conn, b).unwrap().unwrap();
+    assert_eq!(row.target.as_deref(), Some(p.as_str()));
+    assert_eq!(destination_key(&get(&conn, b2).unwrap().unwrap()), p);
+    mark_retry(&conn, b, "behind", false, NOW + 6, 25, NOW + 6).unwrap();
+    assert_eq!(get(&conn, b).unwrap().unwrap().attempts, 0);
+    // A still backs off and holds the destination; then A, B, B2 in order.
+    assert!(claim_ids(&mut conn, NOW + 5_000, 10).is_empty());
+    for (id, at) in [(a, NOW + 10_000), (b, NOW + 10_010), (b2, NOW + 10_020)] {
+        assert_eq!(claim_ids(&mut conn, at, 10), vec![id]);
+        mark_done(&conn, id, "bm", at + 1).unwrap();
+    }
+}
+
+#[test]
+fn a_name_resolved_at_drain_time_goes_when_nothing_older_is_open_for_the_target() {
+    let (_d, _p, mut conn) = temp_db();
+    let p = pk('p');
+    let b = queue(&mut conn, send(Some("b"), 1, "bob", None), NOW);
+    // A newer row to the full key: not ahead of B.
+    let later = queue(&mut conn, send(Some("l"), 2, &p, Some(&p)), NOW + 1);
+    assert_eq!(claim_ids(&mut conn, NOW + 5, 1), vec![b]);
+    assert_eq!(settle_target(&mut conn, b, &p).unwrap(), Settled::Go);
+    // B is now inflight under P: the newer row cannot join it in flight.
+    assert_eq!(status(&conn, b), Status::Inflight);
+    assert!(claim_ids(&mut conn, NOW + 6, 10).is_empty());
+    mark_done(&conn, b, "bm", NOW + 7).unwrap();
+    assert_eq!(claim_ids(&mut conn, NOW + 8, 10), vec![later]);
+}
+
+#[test]
+fn a_name_resolved_at_drain_time_waits_while_another_row_of_the_target_is_inflight() {
+    let (_d, _p, mut conn) = temp_db();
+    let p = pk('p');
+    let b = queue(&mut conn, send(Some("b"), 1, "bob", None), NOW);
+    let later = queue(&mut conn, send(Some("l"), 2, &p, Some(&p)), NOW + 1);
+    // Both claimed under their own keys before the name was resolved.
+    assert_eq!(claim_ids(&mut conn, NOW + 5, 10), vec![b, later]);
+    assert_eq!(settle_target(&mut conn, b, &p).unwrap(), Settled::Behind);
+}

@@ -1,0 +1,244 @@
+//! Recording outcomes: each dispatched row's result is classified ([`outcome::classify`]) and
+//! queued for the next group apply, which records every queued outcome in one transaction and
+//! refills the freed slots in the same database task. [`CloseOutbox`] records what is still
+//! queued and puts the rest back to pending.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::super::db::DbTask;
+use super::super::msg::*;
+use super::super::outcome::{self, apply_one, Change, Op, Step, Update};
+use super::super::store::{self, OutboxRow};
+use super::queries::query;
+use super::{OutboxDrainer, OFFLINE_CAP_MS, RETRY_BASE_MS, RETRY_CAP_MS};
+use crate::broker::msg::RateLimited;
+use crate::metrics::Metrics;
+use crate::time::now_ms;
+
+impl OutboxDrainer {
+    pub(super) fn apply(
+        &mut self,
+        ctx: &mut Context<Self>,
+        row: OutboxRow,
+        target: Option<String>,
+        step: Step,
+    ) {
+        let now = now_ms();
+        let id = row.id;
+        let mesh = row.mesh.clone();
+        let resolved_now = row.target.is_none() && target.is_some();
+        let change = outcome::classify(step, self.closing);
+        if matches!(change, Change::RateLimited(_)) {
+            if let Some(st) = self.meshes.get(&mesh) {
+                st.link.rate_limited.do_send(RateLimited);
+            }
+        }
+        let mut rng = rand::thread_rng();
+        let (op, dead_error): (Op, Option<String>) = match change {
+            Change::Done(mid) => {
+                self.offline_retries.remove(&id);
+                Metrics::inc(&self.metrics.sends_delivered);
+                (Op::Done(mid), None)
+            }
+            Change::Dead(e) => (Op::Dead(e.clone()), Some(e)),
+            Change::RateLimited(e) => (Op::Retry(e, false, now + 1_000), None),
+            Change::Uncounted(e, delay) => (Op::Retry(e, false, now + delay), None),
+            Change::Offline(e) => {
+                let n = self.offline_retries.entry(id).or_insert(0);
+                *n += 1;
+                let delay = store::full_jitter_ms(*n, 1_000, OFFLINE_CAP_MS, &mut rng) as i64;
+                (Op::Retry(e, false, now + delay.max(250)), None)
+            }
+            Change::Counted(e) => {
+                let attempt = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
+                let delay =
+                    store::full_jitter_ms(attempt, RETRY_BASE_MS, RETRY_CAP_MS, &mut rng) as i64;
+                (Op::Retry(e, true, now + delay), None)
+            }
+        };
+        let set_target = if resolved_now { target } else { None };
+        let dest = store::destination_key(&row).to_string();
+        self.updates.push(Update {
+            row,
+            op,
+            set_target,
+            dead_error,
+            dest,
+        });
+        self.flush_updates(ctx);
+    }
+
+    /// Applies every queued outcome in one transaction (group apply, like group commit on
+    /// accept): per-row transactions would make the database thread the drain's bottleneck.
+    pub(super) fn flush_updates(&mut self, ctx: &mut Context<Self>) {
+        if self.updating || self.updates.is_empty() {
+            return;
+        }
+        self.updating = true;
+        let batch = std::mem::take(&mut self.updates);
+        let ops: Vec<(i64, Option<String>, Op)> = batch
+            .iter()
+            .map(|u| (u.row.id, u.set_target.clone(), u.op.clone()))
+            .collect();
+        // The claims that follow this apply ride in the same database task: the slots it
+        // frees are refilled without another round trip to the database thread.
+        let claims = self.plan_claims(&batch);
+        let planned: Vec<String> = claims.iter().map(|(m, _, _)| m.clone()).collect();
+        let max_attempts = i64::from(self.tuning.max_attempts);
+        let now = now_ms();
+        let fut = self.db.send(DbTask::new(move |conn| {
+            let tx = conn
+                .transaction()
+                .map_err(store::StoreError::sql("apply outcomes: begin"))?;
+            let died: Vec<Result<Option<String>, String>> = ops
+                .into_iter()
+                .map(|(id, set_target, op)| {
+                    apply_one(&tx, id, set_target.as_deref(), op, max_attempts, now)
+                        .map_err(|e| format!("row {id}: {e}"))
+                })
+                .collect();
+            tx.commit()
+                .map_err(store::StoreError::sql("apply outcomes: commit"))?;
+            let claimed: Vec<(String, Result<Vec<OutboxRow>, String>)> = claims
+                .into_iter()
+                .map(|(mesh, free, busy)| {
+                    let rows =
+                        store::claim_due(conn, &mesh, now, free, &busy).map_err(|e| e.to_string());
+                    (mesh, rows)
+                })
+                .collect();
+            Ok((died, claimed))
+        }));
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.updating = false;
+            let (results, claimed) = match res {
+                Ok(Ok(r)) => r,
+                failed => {
+                    // Nothing was recorded: the rows are still inflight in the database. Keep
+                    // their destinations busy and try the same outcomes again shortly, so no
+                    // row is left inflight (which would block its destination until restart).
+                    match failed {
+                        Ok(Err(e)) => log::error!("outbox outcome batch failed, retrying: {e}"),
+                        Err(e) => log::error!("outbox db unavailable, retrying outcomes: {e}"),
+                        Ok(Ok(_)) => {}
+                    }
+                    for mesh in &planned {
+                        if let Some(st) = act.meshes.get_mut(mesh) {
+                            st.claiming = false;
+                        }
+                    }
+                    act.updates.extend(batch);
+                    if !act.closing {
+                        ctx.run_later(Duration::from_secs(1), |act, ctx| act.flush_updates(ctx));
+                    }
+                    return;
+                }
+            };
+            let mut meshes = HashSet::new();
+            for (u, result) in batch.into_iter().zip(results) {
+                let died = match result {
+                    Ok(died) => u.dead_error.or(died),
+                    Err(e) => {
+                        log::error!("outbox update failed: {e}");
+                        None
+                    }
+                };
+                if let Some(err) = died {
+                    act.offline_retries.remove(&u.row.id);
+                    act.report_dead(&u.row, &err);
+                }
+                if let Some(st) = act.meshes.get_mut(&u.row.mesh) {
+                    st.busy.remove(&u.dest);
+                }
+                meshes.insert(u.row.mesh);
+            }
+            for (mesh, rows) in claimed {
+                let rows = rows.unwrap_or_else(|e| {
+                    log::error!("outbox claim for {mesh} failed: {e}");
+                    Vec::new()
+                });
+                act.claimed(ctx, &mesh, rows);
+                meshes.remove(&mesh);
+            }
+            // Meshes whose claim could not ride along (one was already running) claim now.
+            for mesh in meshes {
+                act.drain(ctx, &mesh);
+            }
+            act.flush_updates(ctx);
+        }));
+    }
+
+    /// For each mesh of `batch` that is up and not already claiming: the free slots and the
+    /// busy destinations as they will be once `batch` is applied. Marks those meshes claiming.
+    pub(super) fn plan_claims(
+        &mut self,
+        batch: &[Update],
+    ) -> Vec<(String, usize, HashSet<String>)> {
+        if self.closing {
+            return Vec::new();
+        }
+        let window = self.tuning.window.max(1) as usize;
+        let mut plans = Vec::new();
+        let meshes: HashSet<&str> = batch.iter().map(|u| u.row.mesh.as_str()).collect();
+        for mesh in meshes {
+            let Some(st) = self.meshes.get_mut(mesh) else {
+                continue;
+            };
+            if !st.up || st.claiming {
+                continue;
+            }
+            let mut busy = st.busy.clone();
+            for u in batch.iter().filter(|u| u.row.mesh == mesh) {
+                busy.remove(&u.dest);
+            }
+            let free = window.saturating_sub(busy.len());
+            if free == 0 {
+                continue;
+            }
+            st.claiming = true;
+            st.again = false;
+            plans.push((mesh.to_string(), free, busy));
+        }
+        plans
+    }
+}
+
+impl Handler<CloseOutbox> for OutboxDrainer {
+    type Result = ResponseActFuture<Self, Result<(), OutboxError>>;
+
+    /// Puts inflight rows back to pending, writes the clean marker, then stops the actor (it
+    /// and the connections hold each other's addresses; stopping here ends both).
+    fn handle(&mut self, _msg: CloseOutbox, _ctx: &mut Context<Self>) -> Self::Result {
+        self.closing = true;
+        // Outcomes still queued for the next group apply are recorded first (a running apply
+        // is ahead of this task on the database thread); only then go the rest back to pending.
+        let ops: Vec<(i64, Option<String>, Op)> = std::mem::take(&mut self.updates)
+            .into_iter()
+            .map(|u| (u.row.id, u.set_target, u.op))
+            .collect();
+        let max_attempts = i64::from(self.tuning.max_attempts);
+        let work = query(&self.db, move |conn| {
+            let now = now_ms();
+            let tx = conn
+                .transaction()
+                .map_err(store::StoreError::sql("close: begin"))?;
+            for (id, set_target, op) in ops {
+                if let Err(e) = apply_one(&tx, id, set_target.as_deref(), op, max_attempts, now) {
+                    log::error!("outbox close: recording row {id} failed: {e}");
+                }
+            }
+            tx.commit()
+                .map_err(store::StoreError::sql("close: commit"))?;
+            store::reset_inflight(conn)?;
+            store::write_clean_shutdown(conn, true)
+        });
+        Box::pin(work.into_actor(self).map(|res, act, ctx| {
+            act.meshes.clear();
+            ctx.stop();
+            res
+        }))
+    }
+}

@@ -1,0 +1,267 @@
+//! Actor tests of the drainer against a real `outbox.db` on its own arbiter and a stand-in
+//! link that records what it is asked to send.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::*;
+use crate::broker::msg::{DeliveryOutcome, LinkEvent, Resolution};
+use crate::inbox::msg::InboxActorError;
+use crate::inbox::store::StoredEvent;
+use crate::outbox::store::{Durability, Status};
+
+/// Records every row id it is asked to deliver and acks it `queued:true`, except the first
+/// delivery of each id in `refuse_once` (acked "no connected peer": offline backoff).
+/// Resolves every name to `resolve_to` when set.
+#[derive(Default)]
+struct FakeLink {
+    delivered: Arc<Mutex<Vec<String>>>,
+    refuse_once: Vec<String>,
+    resolve_to: Option<String>,
+}
+
+impl Actor for FakeLink {
+    type Context = Context<Self>;
+}
+
+impl Handler<DeliverSend> for FakeLink {
+    type Result = MessageResult<DeliverSend>;
+
+    fn handle(&mut self, msg: DeliverSend, _ctx: &mut Context<Self>) -> Self::Result {
+        let id = msg.send.client_message_id;
+        self.delivered.lock().unwrap().push(id.clone());
+        if let Some(i) = self.refuse_once.iter().position(|r| *r == id) {
+            self.refuse_once.remove(i);
+            return MessageResult(DeliveryOutcome::Acked {
+                queued: false,
+                message_id: String::new(),
+                error: Some("no connected peer for target".into()),
+                duplicate: false,
+            });
+        }
+        MessageResult(DeliveryOutcome::Acked {
+            queued: true,
+            message_id: format!("bm-{id}"),
+            error: None,
+            duplicate: false,
+        })
+    }
+}
+
+impl Handler<ResolvePeer> for FakeLink {
+    type Result = MessageResult<ResolvePeer>;
+
+    fn handle(&mut self, _msg: ResolvePeer, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(match &self.resolve_to {
+            Some(pubkey) => Resolution::Found {
+                pubkey: pubkey.clone(),
+            },
+            None => Resolution::Unavailable,
+        })
+    }
+}
+
+impl Handler<RateLimited> for FakeLink {
+    type Result = ();
+
+    fn handle(&mut self, _msg: RateLimited, _ctx: &mut Context<Self>) {}
+}
+
+impl Handler<RecordEvent> for FakeLink {
+    type Result = Result<StoredEvent, InboxActorError>;
+
+    fn handle(&mut self, msg: RecordEvent, _ctx: &mut Context<Self>) -> Self::Result {
+        Ok(StoredEvent {
+            id: 0,
+            kind: msg.kind,
+            mesh: msg.mesh,
+            data: String::new(),
+        })
+    }
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    db: Addr<OutboxDb>,
+    drainer: Addr<OutboxDrainer>,
+    delivered: Arc<Mutex<Vec<String>>>,
+}
+
+/// A drainer for mesh `m1` over a database holding broadcast rows `ids`, link down.
+fn rig(ids: &[&str]) -> Rig {
+    rig_with(ids, OutboxTuning::default())
+}
+
+fn rig_with(ids: &[&str], tuning: OutboxTuning) -> Rig {
+    let sends: Vec<NewSend> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| topic_send(id, i, &format!("#t{i}"), Some(&format!("#t{i}"))))
+        .collect();
+    rig_of(&sends, tuning, FakeLink::default())
+}
+
+fn topic_send(id: &str, i: usize, to: &str, target: Option<&str>) -> NewSend {
+    NewSend {
+        client_message_id: Some(id.to_string()),
+        fingerprint: [i as u8; 32],
+        mesh: "m1".into(),
+        to: to.into(),
+        target: target.map(str::to_string),
+        priority: "next".into(),
+        meta: None,
+        reply_to_id: None,
+        payload: b"hi".to_vec(),
+    }
+}
+
+/// A drainer over a database holding `sends` (accepted one by one, in order), link down.
+fn rig_of(sends: &[NewSend], tuning: OutboxTuning, link: FakeLink) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = store::open(&dir.path().join("outbox.db"), Durability::Normal, false).unwrap();
+    let now = crate::time::now_ms();
+    for (i, send) in sends.iter().enumerate() {
+        store::accept_batch(&mut conn, std::slice::from_ref(send), now + i as i64).unwrap();
+    }
+    let db = OutboxDb::start_in_arbiter(&Arbiter::new().handle(), move |_| OutboxDb::new(conn));
+    let delivered = link.delivered.clone();
+    let link = link.start();
+    let links = vec![(
+        "m1".to_string(),
+        MemberKeys::generate(),
+        LinkRecipients {
+            deliver: link.clone().recipient(),
+            resolve: link.clone().recipient(),
+            rate_limited: link.clone().recipient(),
+        },
+    )];
+    let drainer = OutboxDrainer::with_links(
+        db.clone(),
+        links,
+        tuning,
+        link.recipient(),
+        Arc::new(Metrics::default()),
+    )
+    .start();
+    Rig {
+        _dir: dir,
+        db,
+        drainer,
+        delivered,
+    }
+}
+
+/// Holds the database thread busy for `ms`, so work sent after this lands later.
+fn stall_db(db: &Addr<OutboxDb>, ms: u64) {
+    db.do_send(DbTask::new(move |_| {
+        std::thread::sleep(Duration::from_millis(ms));
+        Ok(())
+    }));
+}
+
+async fn statuses(db: &Addr<OutboxDb>) -> Vec<Status> {
+    db.send(DbTask::new(|conn| store::list(conn, None, 100)))
+        .await
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.status)
+        .collect()
+}
+
+async fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..250 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+#[actix::test]
+async fn a_link_coming_up_drains_every_due_row_to_it() {
+    let r = rig(&["a", "b"]);
+    r.drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
+    assert!(wait_for(|| r.delivered.lock().unwrap().len() == 2).await);
+    let mut all_done = false;
+    for _ in 0..250 {
+        all_done = statuses(&r.db).await == [Status::Done, Status::Done];
+        if all_done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(all_done);
+}
+
+/// Issue 13 item 4: a claim that completes after `StopDraining` must not be dispatched (the
+/// row could reach the broker just before the close frame and be sent again after restart).
+#[actix::test]
+async fn claims_landing_after_stop_draining_are_not_sent_and_stay_pending() {
+    let r = rig(&["a", "b"]);
+    // The claim the link-up starts queues behind a stalled database, so it lands after the
+    // stop whatever the scheduling.
+    stall_db(&r.db, 300);
+    r.drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
+    r.drainer.send(StopDraining).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        r.delivered.lock().unwrap().is_empty(),
+        "sent after the stop"
+    );
+    assert_eq!(statuses(&r.db).await, [Status::Pending, Status::Pending]);
+}
+
+/// Issue 13 item 2: hours → ms of a huge `max_age_hours` overflowed (wrapping in release,
+/// so the expiry cutoff landed in the future and every pending row went dead; panicking in
+/// debug). Whatever the tuning holds, housekeeping must not kill fresh rows.
+#[actix::test]
+async fn a_huge_max_age_expires_nothing_and_rows_are_still_delivered() {
+    for hours in [3_000_000_000_000, u64::MAX] {
+        let tuning = OutboxTuning {
+            max_age_hours: hours,
+            payload_retention_days: u32::MAX,
+            ..OutboxTuning::default()
+        };
+        let r = rig_with(&["a"], tuning);
+        // Housekeeping runs when the drainer starts; give it time to act.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(statuses(&r.db).await, [Status::Pending], "hours = {hours}");
+        r.drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
+        assert!(wait_for(|| r.delivered.lock().unwrap().len() == 1).await);
+    }
+}
+
+/// Issue 13 item 1 through the drainer: A, sent to P's full key, is refused once (offline)
+/// and backs off; B, sent later to the name "bob", is claimed under its own key meanwhile and
+/// resolves to P. B must wait behind A: the broker sees A, A again, then B — never B first.
+#[actix::test]
+async fn a_name_resolved_at_drain_time_does_not_overtake_an_older_row_to_its_target() {
+    let p = MemberKeys::generate().pubkey_hex();
+    let sends = [
+        topic_send("a", 0, &p, Some(&p)),
+        topic_send("b", 1, "bob", None),
+    ];
+    let link = FakeLink {
+        refuse_once: vec!["a".into()],
+        resolve_to: Some(p.clone()),
+        ..FakeLink::default()
+    };
+    let r = rig_of(&sends, OutboxTuning::default(), link);
+    r.drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
+    assert!(wait_for(|| r.delivered.lock().unwrap().len() == 3).await);
+    assert_eq!(*r.delivered.lock().unwrap(), ["a", "a", "b"]);
+    let rows =
+        r.db.send(DbTask::new(|conn| store::list(conn, None, 10)))
+            .await
+            .unwrap()
+            .unwrap();
+    let b = rows
+        .iter()
+        .find(|row| row.client_message_id == "b")
+        .unwrap();
+    assert_eq!(b.attempts, 0, "waiting behind A is not an attempt");
+}
