@@ -52,7 +52,11 @@ fn status_version_peers_profile_and_tcp_against_a_running_daemon() {
     }));
     let p = cli(&a, &["peers"]);
     p.expect(0);
-    assert!(p.stdout.starts_with("MEMBER  PRESENCE  ROLE"), "{}", p.stdout);
+    assert!(
+        p.stdout.starts_with("MEMBER  PRESENCE  ROLE"),
+        "{}",
+        p.stdout
+    );
     assert!(
         p.stdout
             .lines()
