@@ -79,7 +79,7 @@ fn reaper_drops_a_killed_process_and_a_restart_rehydrates_only_the_same_process(
         "{:?}",
         session_ids(&alice)
     );
-    assert!(wait_until(Duration::from_secs(5), || departures(&alice)
+    assert!(wait_until(Duration::from_secs(20), || departures(&alice)
         .contains(&(
             "doomed".to_string(),
             "process_exited".to_string()
@@ -138,10 +138,10 @@ fn reaper_drops_a_killed_process_and_a_restart_rehydrates_only_the_same_process(
         "",
     );
     assert_eq!(r.status, 401);
-    assert!(wait_until(Duration::from_secs(5), || departures(&alice)
+    assert!(wait_until(Duration::from_secs(20), || departures(&alice)
         .contains(&("lasting".to_string(), "pid_reused".to_string()))));
     let db = rusqlite::Connection::open(config.join("daemon/outbox.db")).expect("open outbox");
-    assert!(wait_until(Duration::from_secs(5), || db
+    assert!(wait_until(Duration::from_secs(20), || db
         .query_row("SELECT count(*) FROM sessions", [], |r| r.get::<_, i64>(0))
         .is_ok_and(|n| n == 0)));
     drop(lasting);
