@@ -55,22 +55,26 @@ pub async fn peers(
             return Err(unavailable());
         }
     };
-    // The broker's fields verbatim (`peerRole`, `channel`, …) plus the mesh they are of.
-    let peers: Vec<Value> = snapshot
-        .peers
-        .into_iter()
-        .map(|mut p| {
-            if let Value::Object(map) = &mut p {
-                map.insert("mesh".into(), Value::from(mesh.slug.clone()));
-            }
-            p
-        })
-        .collect();
+    let peers = with_mesh(snapshot.peers, &mesh.slug);
     Ok(HttpResponse::Ok().json(json!({
         "peers": peers,
         "fetched_at": iso_from_ms(snapshot.fetched_at),
         "stale": snapshot.stale,
     })))
+}
+
+/// The broker's entries verbatim (`peerRole`, `channel`, … unchanged) plus the `mesh` they
+/// are of (SPEC §12).
+pub fn with_mesh(peers: Vec<Value>, slug: &str) -> Vec<Value> {
+    peers
+        .into_iter()
+        .map(|mut p| {
+            if let Value::Object(map) = &mut p {
+                map.insert("mesh".into(), Value::from(slug));
+            }
+            p
+        })
+        .collect()
 }
 
 /// Parses a profile body: every field optional, wrong types refused; returns the profile and
@@ -152,6 +156,16 @@ mod tests {
 
     fn parse(v: Value) -> Result<(Profile, Option<String>), ApiError> {
         parse_profile(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn peers_keep_the_broker_fields_and_gain_their_mesh() {
+        let entry = json!({"pubkey": "ab", "peerRole": "session", "channel": "claude-code",
+                           "displayName": "x", "future": {"a": 1}});
+        let out = with_mesh(vec![entry.clone()], "work");
+        let mut expected = entry;
+        expected["mesh"] = json!("work");
+        assert_eq!(out, vec![expected]);
     }
 
     #[test]
