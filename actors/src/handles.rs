@@ -12,6 +12,7 @@ use crate::events::EventHub;
 use crate::inbox::actor::InboxStore;
 use crate::metrics::Metrics;
 use crate::outbox::drainer::OutboxDrainer;
+use crate::sessions::SessionRegistry;
 use crate::settings::Tuning;
 
 /// One joined mesh the daemon is attached to.
@@ -46,6 +47,8 @@ pub struct Handles {
     pub outbox: Addr<OutboxDrainer>,
     pub inbox: Addr<InboxStore>,
     pub events: Addr<EventHub>,
+    /// The session registry (SPEC §12).
+    pub sessions: Addr<SessionRegistry>,
     /// Attached meshes, in config order.
     pub meshes: Vec<MeshHandle>,
     /// Slug used when a send names no mesh.

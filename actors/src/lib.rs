@@ -10,6 +10,10 @@
 //! - [`procs`]: whether a pid file names a claudemesh daemon (stale pid files).
 //! - [`storage`]: storage failures (disk full, busy, I/O) as the API reports them.
 //! - [`outbox::store`], [`inbox::store`]: the SQL of the two databases.
+
+//! - [`outbox::store`], [`inbox::store`], [`sessions::store`]: the SQL of the two databases.
+//! - [`sessions`]: the session registry (SPEC §12) — the SessionRegistry actor, its `sessions`
+//!   table in `outbox.db` (through the OutboxDb thread) and the process-liveness reaper.
 //! - [`time`]: unix milliseconds and ISO 8601.
 
 pub mod broker;
@@ -24,6 +28,8 @@ pub mod ipc;
 pub mod metrics;
 pub mod outbox;
 pub mod procs;
+
+pub mod sessions;
 pub mod settings;
 pub mod storage;
 pub mod supervisor;

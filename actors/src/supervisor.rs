@@ -2,7 +2,8 @@
 //! shutdown. Wiring is explicit here and nowhere else.
 //!
 //! Tree: EventHub → InboxStore (own arbiter, owns `inbox.db`) → OutboxDb (own arbiter, owns
-//! `outbox.db`) → OutboxDrainer, created together with one supervised BrokerConnection per mesh
+//! `outbox.db`) → SessionRegistry (its rows through OutboxDb, rehydrated from the rows read
+//! here before the connection moves to its thread) → OutboxDrainer, created together with one supervised BrokerConnection per mesh
 //! (actix `Supervisor`: a connection that stops is restarted; 4001/4002 leave it dormant).
 //! The IpcListener is started by the caller with the returned [`Handles`].
 
@@ -26,6 +27,9 @@ use crate::metrics::Metrics;
 use crate::outbox::db::OutboxDb;
 use crate::outbox::drainer::{DrainTarget, OutboxDrainer};
 use crate::outbox::msg::{CloseOutbox, StopDraining};
+use crate::sessions::msg::CloseSessions;
+use crate::sessions::process::OsProbe;
+use crate::sessions::{self, SessionRegistry};
 use crate::settings::{JoinedMesh, Tuning};
 use crate::time::now_ms;
 
@@ -75,11 +79,28 @@ pub fn start(cfg: EngineConfig) -> Engine {
         InboxStore::new(inbox_conn, keys, ev, me, journal_keep)
     });
 
+    // Read before the connection moves to its thread; a failure is logged, not fatal (the
+    // sessions re-register; their rows stay for the next start).
+    let loaded = sessions::store::load(&cfg.outbox).unwrap_or_else(|e| {
+        log::error!("sessions: cannot load the registry from outbox.db: {e}");
+        Vec::new()
+    });
     let outbox_arbiter = Arbiter::new();
     let outbox_conn = cfg.outbox;
     let db = OutboxDb::start_in_arbiter(&outbox_arbiter.handle(), move |_| {
         OutboxDb::new(outbox_conn)
     });
+
+    let attached: Vec<String> = cfg.meshes.iter().map(|(m, _)| m.slug.clone()).collect();
+    let session_registry = SessionRegistry::new(
+        db.clone(),
+        inbox.clone().recipient(),
+        Arc::new(OsProbe),
+        loaded,
+        attached,
+        sessions::REAP_EVERY,
+    )
+    .start();
 
     let mut meshes = Vec::new();
     let outbox_tuning = tuning.outbox.clone();
@@ -142,6 +163,7 @@ pub fn start(cfg: EngineConfig) -> Engine {
         outbox,
         inbox,
         events,
+        sessions: session_registry,
         meshes,
         default_mesh: cfg.default_mesh,
         tuning,
@@ -169,6 +191,9 @@ impl Engine {
         if let Some(ipc) = ipc {
             let _ = ipc.send(StopServing).await;
         }
+        // No request can reach the registry any more; its reaper must not outlive the engine
+        // (a SIGHUP re-attach starts a new one from the same rows).
+        let _ = h.sessions.send(CloseSessions).await;
         // No new sends into closing sockets; rows still in flight get their acks or go back.
         let _ = h.outbox.send(StopDraining).await;
         // All links at once; each answers when its socket is gone (bounded).

@@ -1,5 +1,5 @@
 //! Commands that are clients of the daemon's HTTP API: `send` (with the cold-path fallback),
-//! `inbox`, `peers`, `profile`, `outbox list|requeue`, `events`.
+//! `inbox`, `peers`, `sessions`, `profile`, `outbox list|requeue`, `events`.
 
 use std::time::Duration;
 
@@ -74,6 +74,19 @@ pub fn send(ctx: &Ctx, args: SendArgs) -> Result<Report, CliError> {
             v["via"] = "daemon".into();
             return Ok(report(v, human::send));
         }
+        Err(CliError::Api {
+            status: 404, body, ..
+        }) if body["error"] == "unknown_peer" => {
+            let ours = own_pubkeys(&dirs);
+            let online = ctx
+                .target(&dirs)
+                .map(|t| online_names(&t, args.mesh.as_deref(), &ours))
+                .unwrap_or_default();
+            return Err(CliError::UnknownPeer {
+                name: args.to,
+                online,
+            });
+        }
         Err(
             e @ (CliError::Client(ClientError::Unreachable { .. }) | CliError::NoTcpPort { .. }),
         ) => e,
@@ -125,6 +138,40 @@ pub fn send(ctx: &Ctx, args: SendArgs) -> Result<Report, CliError> {
     Ok(r)
 }
 
+/// Our member pubkeys (from `config.json`; empty if it cannot be read), to leave ourselves out
+/// of "who is online".
+fn own_pubkeys(dirs: &Dirs) -> Vec<String> {
+    let path = dirs.config_json();
+    std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| claudemesh_actors::settings::parse_config_json(&text, &path).ok())
+        .map(|c| c.meshes.into_iter().map(|m| m.pubkey).collect())
+        .unwrap_or_default()
+}
+
+/// Display names of the other peers online on `mesh` (the daemon's default when `None`; our
+/// own presences, whose `memberPubkey` is one of `ours`, left out), sorted, each once; empty
+/// when the list cannot be fetched.
+fn online_names(target: &super::Target, mesh: Option<&str>, ours: &[String]) -> Vec<String> {
+    let q = query(&[("mesh", mesh.map(str::to_string))]);
+    let Ok((_, v)) = call(target, "peers", "GET", &format!("/v1/peers{q}"), None) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = v["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            let member = p["memberPubkey"].as_str().or(p["pubkey"].as_str());
+            !member.is_some_and(|m| ours.iter().any(|o| o == m))
+        })
+        .filter_map(|p| p["displayName"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// `inbox`.
 pub fn inbox(ctx: &Ctx, args: InboxArgs) -> Result<Report, CliError> {
     let dirs = ctx.dirs()?;
@@ -136,6 +183,8 @@ pub fn inbox(ctx: &Ctx, args: InboxArgs) -> Result<Report, CliError> {
         ("mesh", args.mesh),
         ("limit", args.limit.map(|n| n.to_string())),
         ("before", args.before.map(|n| n.to_string())),
+        ("unread_only", args.unread.then(|| "true".to_string())),
+        ("mark_seen", args.mark_seen.then(|| "true".to_string())),
     ]);
     let (_, v) = call(&target, "inbox", "GET", &format!("/v1/inbox{q}"), None)?;
     if ctx.json {
@@ -156,6 +205,14 @@ pub fn peers(ctx: &Ctx, args: PeersArgs) -> Result<Report, CliError> {
     let q = query(&[("mesh", args.mesh)]);
     let (_, v) = call(&target, "peers", "GET", &format!("/v1/peers{q}"), None)?;
     Ok(report(v, human::peers))
+}
+
+/// `sessions`.
+pub fn sessions(ctx: &Ctx) -> Result<Report, CliError> {
+    let dirs = ctx.dirs()?;
+    let target = ctx.target(&dirs)?;
+    let (_, v) = call(&target, "sessions", "GET", "/v1/sessions", None)?;
+    Ok(report(v, human::sessions))
 }
 
 /// `profile`.

@@ -9,13 +9,14 @@ use crate::cli::dev::{DevBrokerArgs, DevMeshArgs};
 use crate::service::ServiceFormat;
 
 /// Event kinds `events --kinds` accepts (SPEC §7.3).
-pub const EVENT_KINDS: [&str; 6] = [
+pub const EVENT_KINDS: [&str; 7] = [
     "message",
     "peer_join",
     "peer_leave",
     "broker_status",
     "outbox_dead",
     "system",
+    "session_left",
 ];
 
 /// claudemeshd: a durable, end-to-end encrypted claudemesh peer daemon, and the CLI that
@@ -56,8 +57,12 @@ pub enum Command {
     Send(SendArgs),
     /// List received messages (oldest of the page first; --json keeps the API's newest first).
     Inbox(InboxArgs),
-    /// List the peers the broker reports for a mesh.
+    /// List the peers the broker reports for a mesh, grouped by member, with each presence's
+    /// role (the member's daemon, or one of its agent sessions).
     Peers(PeersArgs),
+    /// List the agent sessions registered with the daemon (each launched claudemesh session
+    /// registers itself; ended ones are reaped within 5 s).
+    Sessions,
     /// Print events as they arrive (messages, peers joining and leaving, broker status)
     /// until interrupted.
     Events(EventsArgs),
@@ -165,6 +170,12 @@ pub struct InboxArgs {
     /// Page cursor: the next_before of the previous page (--json shows it).
     #[arg(long, value_name = "ID")]
     pub before: Option<u64>,
+    /// Only messages not marked seen yet.
+    #[arg(long)]
+    pub unread: bool,
+    /// Mark the listed messages seen (the listing still shows which were unread).
+    #[arg(long)]
+    pub mark_seen: bool,
 }
 
 /// Arguments of `peers`.

@@ -76,6 +76,15 @@ pub enum CliError {
         /// The JSON body (`{"error": code, …}`), or `{"raw": text}`.
         body: Value,
     },
+    /// `send` to a name that no online peer carries (the daemon's 404 `unknown_peer`), with
+    /// the names that are online, so the user can see what went wrong.
+    #[error("{}", unknown_peer_text(.name, .online))]
+    UnknownPeer {
+        /// The name as given.
+        name: String,
+        /// Display names online on that mesh (empty when the list could not be fetched).
+        online: Vec<String>,
+    },
     /// The cold-path send failed.
     #[error("cold path (no daemon running): {0}")]
     ColdPath(#[from] ColdPathError),
@@ -153,6 +162,20 @@ pub enum CliError {
     },
 }
 
+/// The message of [`CliError::UnknownPeer`].
+fn unknown_peer_text(name: &str, online: &[String]) -> String {
+    let who = if online.is_empty() {
+        "nobody else is online".to_string()
+    } else {
+        format!("online now: {}", online.join(", "))
+    };
+    format!(
+        "no online peer is called {name:?} ({who}); a name reaches only someone online: to \
+         queue a message for an offline member, send to their 64-hex pubkey (it waits in the \
+         outbox until they connect)"
+    )
+}
+
 /// `code: detail` from an API error body, compact and on one line.
 pub fn describe_api_error(body: &Value) -> String {
     let Some(obj) = body.as_object() else {
@@ -194,7 +217,9 @@ impl CliError {
     /// The SPEC §10 exit code.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Settings(_) | CliError::Usage { .. } => exit::USAGE,
+            CliError::Settings(_) | CliError::Usage { .. } | CliError::UnknownPeer { .. } => {
+                exit::USAGE
+            }
             CliError::TokenMode { .. } => exit::AUTH,
             CliError::Api { status, .. } => match status {
                 401 | 403 => exit::AUTH,
@@ -222,6 +247,7 @@ impl CliError {
             CliError::Api { body, .. } => {
                 return body["error"].as_str().unwrap_or("api_error").to_string()
             }
+            CliError::UnknownPeer { .. } => "unknown_peer",
             CliError::ColdPath(e) => e.code(),
             CliError::DaemonUnresponsive { .. } => "daemon_unresponsive",
             CliError::Service(_) => "service",
@@ -249,6 +275,10 @@ impl CliError {
             CliError::Api { status, body, .. } => {
                 v["status"] = (*status).into();
                 v["response"] = body.clone();
+            }
+            CliError::UnknownPeer { name, online } => {
+                v["name"] = name.clone().into();
+                v["online"] = online.clone().into();
             }
             CliError::NotRunning { socket, .. } => {
                 v["running"] = false.into();

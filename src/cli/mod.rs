@@ -1,4 +1,4 @@
-//! The command line (SPEC §10): clap definitions ([`args`]), the commands (the daemon's own
+//! The command line (SPEC §10, §12): clap definitions ([`args`]), the commands (the daemon's own
 //! lifecycle in [`local`], the HTTP API clients in [`api`], service files and generated
 //! documents in [`setup`]), their failures ([`error`]) and all printing ([`output`]).
 //!
@@ -81,6 +81,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Send(a) => api::send(&ctx, a),
         Command::Inbox(a) => api::inbox(&ctx, a),
         Command::Peers(a) => api::peers(&ctx, a),
+        Command::Sessions => api::sessions(&ctx),
         Command::Profile(a) => api::profile(&ctx, a),
         Command::Outbox(c) => api::outbox(&ctx, c),
         Command::Events(a) => api::events(&ctx, a),

@@ -11,6 +11,7 @@ use actix_web::{HttpResponse, ResponseError};
 use claudemesh_actors::inbox::msg::InboxActorError;
 use claudemesh_actors::outbox::msg::OutboxError;
 use claudemesh_actors::storage::StorageFault;
+use claudemesh_actors::sessions::msg::SessionError;
 use serde_json::{json, Value};
 
 /// A failed `/v1` request.
@@ -166,6 +167,25 @@ pub enum ApiError {
         /// The storage failure.
         fault: StorageFault,
     },
+    /// `GET /v1/sessions/me` without the header of a registered session (401).
+    #[error("no registered session token in the request")]
+    NoSession,
+    /// A session registration names a mesh the daemon is not attached to (404).
+    #[error("mesh {mesh:?} is not attached")]
+    MeshNotAttached {
+        /// The slug asked for.
+        mesh: String,
+        /// The slugs the daemon is attached to.
+        meshes: Vec<String>,
+    },
+    /// The session registry failed (500), or is gone (503 during shutdown).
+    #[error("sessions: {operation}: {source}")]
+    Sessions {
+        /// What the handler asked for.
+        operation: &'static str,
+        /// The registry's error.
+        source: Box<SessionError>,
+    },
     /// The IPC server was built without app data a route needs (500; a wiring bug).
     #[error("ipc server misconfigured: {missing} not registered as app data")]
     Misconfigured {
@@ -205,7 +225,10 @@ impl ApiError {
             ApiError::NotRequeueable { .. } => "not_requeueable",
             ApiError::ClientIdInUse { .. } => "client_message_id_in_use",
             ApiError::DestinationUnknown { .. } => "destination_unknown",
+            ApiError::NoSession => "no_session",
+            ApiError::MeshNotAttached { .. } => "mesh_not_attached",
             ApiError::Unavailable { .. } => "daemon_unavailable",
+            ApiError::Sessions { source, .. } if sessions_gone(source) => "daemon_unavailable",
             ApiError::Outbox { source, .. } if outbox_gone(source) => "daemon_unavailable",
             _ if self.fault() == Some(StorageFault::Full) => "insufficient_storage",
             _ if self.fault() == Some(StorageFault::Busy) => "storage_busy",
@@ -214,6 +237,7 @@ impl ApiError {
             ApiError::Outbox { .. }
             | ApiError::Inbox { .. }
             | ApiError::Storage { .. }
+            | ApiError::Sessions { .. }
             | ApiError::Misconfigured { .. } => "internal",
         }
     }
@@ -259,6 +283,9 @@ impl ApiError {
                 "error": code,
                 "detail": "the filesystem holding the daemon's databases is full; nothing was written: free space and retry",
             }),
+            ApiError::MeshNotAttached { mesh, meshes } => {
+                json!({"error": code, "mesh": mesh, "meshes": meshes})
+            }
             _ => json!({ "error": code }),
         }
     }
@@ -281,6 +308,11 @@ fn outbox_gone(e: &OutboxError) -> bool {
     matches!(e, OutboxError::Mailbox(_) | OutboxError::Cancelled)
 }
 
+/// True when the session registry did not answer because it is shutting down.
+fn sessions_gone(e: &SessionError) -> bool {
+    matches!(e, SessionError::Mailbox(_))
+}
+
 /// True when the inbox actor did not answer because it is shutting down.
 fn inbox_gone(e: &InboxActorError) -> bool {
     matches!(e, InboxActorError::Mailbox(_))
@@ -295,13 +327,15 @@ impl ResponseError for ApiError {
             | ApiError::TokenInQuery => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::UnknownPeer { .. } | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::UnknownPeer { .. }
+            | ApiError::NotFound
+            | ApiError::MeshNotAttached { .. } => StatusCode::NOT_FOUND,
             ApiError::IdempotencyKeyReused { .. }
             | ApiError::NotRequeueable { .. }
             | ApiError::ClientIdInUse { .. }
             | ApiError::DestinationUnknown { .. } => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::NoSession => StatusCode::UNAUTHORIZED,
             ApiError::ForbiddenPeer { .. }
             | ApiError::ForbiddenHost
             | ApiError::ForbiddenOrigin => StatusCode::FORBIDDEN,
@@ -317,9 +351,13 @@ impl ResponseError for ApiError {
             ApiError::Inbox { source, .. } if inbox_gone(source) => StatusCode::SERVICE_UNAVAILABLE,
             _ if self.fault() == Some(StorageFault::Full) => StatusCode::INSUFFICIENT_STORAGE,
             _ if self.fault() == Some(StorageFault::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Sessions { source, .. } if sessions_gone(source) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Outbox { .. }
             | ApiError::Inbox { .. }
             | ApiError::Storage { .. }
+            | ApiError::Sessions { .. }
             | ApiError::Misconfigured { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -192,13 +192,16 @@ fn last_event_id(req: &HttpRequest, params: &EventParams) -> Result<Option<i64>,
 /// The handler.
 pub async fn events(
     req: HttpRequest,
+    caller: super::caller::Caller,
     handles: web::Data<Handles>,
 ) -> Result<HttpResponse, ApiError> {
     let params = EventParams::parse(req.query_string())?;
     let last_id = last_event_id(&req, &params)?;
+    // A session sees its own view, live and replayed alike (SPEC §12).
     let filter = EventFilter {
         kinds: params.kinds,
         mesh: params.mesh,
+        scope: caller.scope(),
     };
     let sub = handles
         .events

@@ -100,6 +100,7 @@ async fn replay_then_live_without_duplicates_and_with_the_filter() {
     let filter = EventFilter {
         kinds: Default::default(),
         mesh: Some("a".into()),
+        scope: None,
     };
     let journal_events = vec![
         ev(3, "message", "a"),

@@ -49,6 +49,23 @@ pub fn route_label(path: &str) -> &'static str {
         "/v1/profile" => "/v1/profile",
         "/v1/outbox" => "/v1/outbox",
         "/v1/outbox/requeue" => "/v1/outbox/requeue",
+        "/v1/inbox/seen" => "/v1/inbox/seen",
+        "/v1/sessions" => "/v1/sessions",
+        "/v1/sessions/me" => "/v1/sessions/me",
+        "/v1/sessions/register" => "/v1/sessions/register",
+        // Never the path itself: it holds a session token.
+        p if p
+            .strip_prefix("/v1/sessions/")
+            .is_some_and(|t| !t.is_empty() && !t.contains('/')) =>
+        {
+            "/v1/sessions/{token}"
+        }
+        p if p
+            .strip_prefix("/v1/inbox/")
+            .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
+        {
+            "/v1/inbox/{id}"
+        }
         p if p
             .strip_prefix("/v1/outbox/")
             .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
@@ -126,7 +143,9 @@ fn admit(
         transport,
         host,
         has_origin: headers.contains_key(header::ORIGIN),
-        authorization: header_str(header::AUTHORIZATION),
+        // The bearer among possibly several credentials (a session header may travel with
+        // it, see `caller`).
+        authorization: super::caller::bearer_credential(headers),
         query: req.query_string(),
         path: req.path(),
     };

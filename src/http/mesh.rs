@@ -1,4 +1,5 @@
-//! Per-mesh routes (SPEC §8): `GET /v1/peers?mesh=` (the connection's cached peer list) and
+//! Per-mesh routes (SPEC §8): `GET /v1/peers?mesh=` (the connection's cached peer list, each
+//! entry with its `mesh`; a session's default mesh is its own) and
 //! `POST /v1/profile` (validated, then `ApplyProfile` on the mesh's connection, which applies
 //! it now if the link is open and again after every reconnect).
 
@@ -8,6 +9,7 @@ use claudemesh_actors::handles::{Handles, MeshHandle};
 use claudemesh_actors::time::iso_from_ms;
 use serde_json::{json, Map, Value};
 
+use super::caller::Caller;
 use super::error::ApiError;
 use super::limits::read_body;
 use super::query::Params;
@@ -30,10 +32,12 @@ pub fn mesh_or_400<'a>(
 /// `GET /v1/peers`.
 pub async fn peers(
     req: HttpRequest,
+    caller: Caller,
     handles: web::Data<Handles>,
 ) -> Result<HttpResponse, ApiError> {
     let params = Params::parse(req.query_string())?;
-    let mesh = mesh_or_400(&handles, params.get("mesh"))?;
+    // A session's default is its own mesh (SPEC §12).
+    let mesh = mesh_or_400(&handles, caller.mesh_or(params.get("mesh")))?;
     let unavailable = || ApiError::BrokerUnavailable {
         mesh: mesh.slug.clone(),
     };
@@ -51,11 +55,26 @@ pub async fn peers(
             return Err(unavailable());
         }
     };
+    let peers = with_mesh(snapshot.peers, &mesh.slug);
     Ok(HttpResponse::Ok().json(json!({
-        "peers": snapshot.peers,
+        "peers": peers,
         "fetched_at": iso_from_ms(snapshot.fetched_at),
         "stale": snapshot.stale,
     })))
+}
+
+/// The broker's entries verbatim (`peerRole`, `channel`, … unchanged) plus the `mesh` they
+/// are of (SPEC §12).
+pub fn with_mesh(peers: Vec<Value>, slug: &str) -> Vec<Value> {
+    peers
+        .into_iter()
+        .map(|mut p| {
+            if let Value::Object(map) = &mut p {
+                map.insert("mesh".into(), Value::from(slug));
+            }
+            p
+        })
+        .collect()
 }
 
 /// Parses a profile body: every field optional, wrong types refused; returns the profile and
@@ -143,6 +162,16 @@ mod tests {
 
     fn parse(v: Value) -> Result<(Profile, Option<String>), ApiError> {
         parse_profile(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn peers_keep_the_broker_fields_and_gain_their_mesh() {
+        let entry = json!({"pubkey": "ab", "peerRole": "session", "channel": "claude-code",
+                           "displayName": "x", "future": {"a": 1}});
+        let out = with_mesh(vec![entry.clone()], "work");
+        let mut expected = entry;
+        expected["mesh"] = json!("work");
+        assert_eq!(out, vec![expected]);
     }
 
     #[test]

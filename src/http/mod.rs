@@ -1,4 +1,4 @@
-//! The `/v1` HTTP API of the daemon (SPEC §5.1, §7.2–§9), mounted by the IpcListener with
+//! The `/v1` HTTP API of the daemon (SPEC §5.1, §7.2–§9, §12), mounted by the IpcListener with
 //! [`routes`] on both the Unix socket and the loopback TCP port.
 //!
 //! Handlers extract, send one typed message to an actor, and map the reply to JSON; the
@@ -14,6 +14,7 @@
 //! Every request, unknown paths included, passes through [`guard`]; errors are JSON
 //! `{"error": code, …}` built in one place ([`error::ApiError`]); no CORS header is ever set.
 
+pub mod caller;
 pub mod error;
 pub mod events;
 pub mod guard;
@@ -26,6 +27,7 @@ pub mod query;
 pub mod security;
 pub mod send;
 pub mod send_request;
+pub mod sessions;
 pub mod sse;
 pub mod status;
 
@@ -92,7 +94,18 @@ pub fn api(ctx_of: CtxSource) -> impl HttpServiceFactory {
             guard::guard(req, next, Rc::clone(&ctx_of))
         }))
         .service(resource("/v1/send").route(web::post().to(send::send)))
-        .service(resource("/v1/inbox").route(web::get().to(inbox::list)))
+        .service(
+            resource("/v1/inbox")
+                .route(web::get().to(inbox::list))
+                .route(web::delete().to(inbox::delete_all)),
+        )
+        // Before `{id}`, so `GET /v1/inbox/seen` is a 405, not a row id.
+        .service(resource("/v1/inbox/seen").route(web::post().to(inbox::seen)))
+        .service(resource("/v1/inbox/{id}").route(web::delete().to(inbox::delete_one)))
+        .service(resource("/v1/sessions").route(web::get().to(sessions::list)))
+        .service(resource("/v1/sessions/register").route(web::post().to(sessions::register)))
+        .service(resource("/v1/sessions/me").route(web::get().to(sessions::me)))
+        .service(resource("/v1/sessions/{token}").route(web::delete().to(sessions::deregister)))
         .service(resource("/v1/events").route(web::get().to(events::events)))
         .service(resource("/v1/version").route(web::get().to(status::version)))
         .service(resource("/v1/health").route(web::get().to(status::health)))

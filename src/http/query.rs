@@ -10,13 +10,14 @@ use super::error::ApiError;
 use super::sse::parse_last_event_id;
 
 /// Event kinds a `?kinds=` filter may name (SPEC §7.3).
-pub const EVENT_KINDS: [&str; 6] = [
+pub const EVENT_KINDS: [&str; 7] = [
     "message",
     "peer_join",
     "peer_leave",
     "broker_status",
     "outbox_dead",
     "system",
+    "session_left",
 ];
 
 /// Decoded `key=value` pairs of a query string.
@@ -83,6 +84,20 @@ pub struct InboxParams {
     pub limit: usize,
     /// Cursor from a previous page's `next_before`.
     pub before: Option<i64>,
+    /// `unread_only=true`: only rows never marked seen.
+    pub unread_only: bool,
+    /// `mark_seen=true`: mark the returned rows seen.
+    pub mark_seen: bool,
+}
+
+/// A boolean parameter: `true`/`1` or `false`/`0` (default `false`).
+pub fn bool_param(p: &Params, key: &str) -> Result<bool, ApiError> {
+    match p.get(key).map(str::trim) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
+        Some(_) => Err(ApiError::invalid(format!("`{key}` must be true or false"))),
+    }
 }
 
 impl InboxParams {
@@ -99,6 +114,8 @@ impl InboxParams {
                 None => None,
                 Some(_) => Some(p.int_in("before", 0, i64::MAX, 0)?),
             },
+            unread_only: bool_param(&p, "unread_only")?,
+            mark_seen: bool_param(&p, "mark_seen")?,
         })
     }
 }

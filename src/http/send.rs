@@ -28,19 +28,19 @@ const RESOLVE_WAIT_MS: u64 = 1_000;
 pub async fn send(
     req: HttpRequest,
     payload: web::Payload,
+    caller: super::caller::Caller,
     handles: web::Data<Handles>,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, handles.tuning.ipc.send_body_limit).await?;
     let key = req.headers().get("idempotency-key").map(|v| v.as_bytes());
     let send = parse_send(&body, key)?;
     check_broker_size(send.message.len(), &send.to, send.form)?;
+    // Without `mesh`, a session sends on its own mesh, anyone else on the default (SPEC §12).
+    let requested = caller.mesh_or(send.mesh.as_deref());
     let mesh = handles
-        .mesh(send.mesh.as_deref())
+        .mesh(requested)
         .ok_or_else(|| ApiError::UnknownMesh {
-            requested: send
-                .mesh
-                .clone()
-                .unwrap_or_else(|| handles.default_mesh.clone()),
+            requested: requested.unwrap_or(&handles.default_mesh).to_string(),
             meshes: handles.slugs(),
         })?;
     let target = resolve_target(mesh, &send).await?;

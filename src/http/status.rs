@@ -20,7 +20,7 @@ use super::security::Access;
 /// The IPC API version.
 pub const IPC_API: &str = "v1";
 /// What this daemon's API offers, for clients that probe before using a feature.
-pub const IPC_FEATURES: [&str; 11] = [
+pub const IPC_FEATURES: [&str; 13] = [
     "send",
     "idempotency",
     "mesh_routing",
@@ -32,6 +32,8 @@ pub const IPC_FEATURES: [&str; 11] = [
     "outbox",
     "outbox_requeue",
     "metrics",
+    "sessions",
+    "inbox_read_state",
 ];
 
 /// `GET /v1/version`.

@@ -11,3 +11,5 @@ mod security;
 mod service;
 mod startup;
 mod storage;
+
+mod sessions;

@@ -12,15 +12,18 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
-use crate::inbox::store::StoredEvent;
+use crate::inbox::store::{Scope, StoredEvent};
 
-/// Which events a subscriber wants (`?kinds=`, `?mesh=`).
+/// Which events a subscriber wants (`?kinds=`, `?mesh=`, and a session's scope).
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
     /// Wanted kinds; empty = all.
     pub kinds: HashSet<String>,
     /// Wanted mesh slug; `None` = all.
     pub mesh: Option<String>,
+    /// A session's view (SPEC §12): events of its mesh only, and of the `message` events only
+    /// those not addressed to another session. `None` = the operator's view.
+    pub scope: Option<Scope>,
 }
 
 impl EventFilter {
@@ -32,7 +35,34 @@ impl EventFilter {
             (Some(want), Some(got)) => want == got,
             (Some(_), None) => false,
         };
-        kind_ok && mesh_ok
+        kind_ok && mesh_ok && self.scope.as_ref().is_none_or(|s| in_scope(s, event))
+    }
+}
+
+/// The session rule for one event: its mesh, and for a `message` addressed to a session, that
+/// session. The recipient is read from the event's data (`recipient_kind`,
+/// `recipient_pubkey`), where the InboxStore put it when it journaled the message.
+fn in_scope(scope: &Scope, event: &StoredEvent) -> bool {
+    if event.mesh.as_deref() != Some(scope.mesh.as_str()) {
+        return false;
+    }
+    if event.kind != "message" {
+        return true;
+    }
+    #[derive(serde::Deserialize)]
+    struct Recipient {
+        recipient_kind: Option<String>,
+        recipient_pubkey: Option<String>,
+    }
+    let Ok(r) = serde_json::from_str::<Recipient>(&event.data) else {
+        return false;
+    };
+    match r.recipient_kind.as_deref() {
+        Some("session") => {
+            scope.session_pubkey.is_some() && r.recipient_pubkey == scope.session_pubkey
+        }
+        // `member`, or journaled before recipients were recorded: the member's.
+        _ => true,
     }
 }
 
@@ -248,6 +278,7 @@ mod tests {
         let filter = EventFilter {
             kinds: ["peer_join".to_string()].into_iter().collect(),
             mesh: Some("a".into()),
+            scope: None,
         };
         let mut sub = hub.send(Subscribe { filter }).await.unwrap().unwrap();
         assert!(hub
@@ -275,5 +306,86 @@ mod tests {
         assert_eq!(sub.rx.recv().await.unwrap().id, 3);
         hub.send(Unsubscribe { id: sub.id }).await.unwrap();
         assert_eq!(hub.send(CountStreams).await.unwrap(), 0);
+    }
+
+    #[actix::test]
+    async fn a_scoped_subscriber_gets_only_its_own_live_messages() {
+        let hub = EventHub::new(4, 8).start();
+        let scope = |pk: &str| EventFilter {
+            scope: Some(Scope {
+                mesh: "m".into(),
+                session_pubkey: Some(pk.repeat(64)),
+            }),
+            ..EventFilter::default()
+        };
+        let mut a = hub
+            .send(Subscribe { filter: scope("a") })
+            .await
+            .unwrap()
+            .unwrap();
+        let mut operator = hub
+            .send(Subscribe {
+                filter: EventFilter::default(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        for (id, pk) in [(1, "b"), (2, "a")] {
+            let data = format!(
+                r#"{{"kind":"message","recipient_kind":"session","recipient_pubkey":"{}"}}"#,
+                pk.repeat(64)
+            );
+            hub.send(Publish {
+                event: Arc::new(StoredEvent {
+                    id,
+                    kind: "message".into(),
+                    mesh: Some("m".into()),
+                    data,
+                }),
+            })
+            .await
+            .unwrap();
+        }
+        assert_eq!(a.rx.recv().await.unwrap().id, 2);
+        assert_eq!(operator.rx.recv().await.unwrap().id, 1);
+        assert_eq!(operator.rx.recv().await.unwrap().id, 2);
+        assert!(a.rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_session_scope_admits_its_mesh_and_its_own_messages_only() {
+        let message = |mesh: &str, data: &str| StoredEvent {
+            id: 1,
+            kind: "message".into(),
+            mesh: Some(mesh.into()),
+            data: data.into(),
+        };
+        let a = "a".repeat(64);
+        let filter = EventFilter {
+            scope: Some(Scope {
+                mesh: "m".into(),
+                session_pubkey: Some(a.clone()),
+            }),
+            ..EventFilter::default()
+        };
+        let to = |kind: &str, pk: &str| {
+            format!(r#"{{"kind":"message","recipient_kind":"{kind}","recipient_pubkey":"{pk}"}}"#)
+        };
+        assert!(filter.matches(&message("m", &to("session", &a))));
+        assert!(!filter.matches(&message("m", &to("session", &"b".repeat(64)))));
+        assert!(filter.matches(&message("m", &to("member", "x"))));
+        assert!(filter.matches(&message("m", r#"{"kind":"message"}"#)));
+        assert!(!filter.matches(&message("other", &to("member", "x"))));
+        assert!(filter.matches(&ev(2, "peer_join", "m")));
+        assert!(!filter.matches(&ev(3, "peer_join", "other")));
+        let no_key = EventFilter {
+            scope: Some(Scope {
+                mesh: "m".into(),
+                session_pubkey: None,
+            }),
+            ..EventFilter::default()
+        };
+        assert!(!no_key.matches(&message("m", &to("session", &a))));
+        assert!(EventFilter::default().matches(&message("x", &to("session", &a))));
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Accepts [`PushReceived`] from the connections (decrypt, dedupe, insert and journal in one
 //! transaction, then reply so the connection sends `client_ack`), [`RecordEvent`] (journal other
-//! events), [`ListInbox`], [`ReplayEvents`], [`PruneInbox`], [`CloseInbox`]. Every journaled
+//! events), [`ListInbox`], [`MarkSeen`], [`DeleteInbox`], [`DeleteInboxRow`], [`ReplayEvents`],
+//! [`PruneInbox`], [`CloseInbox`]. Every journaled
 //! event is published to the [`EventHub`] after its transaction commits.
 
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use actix::prelude::*;
 use rusqlite::Connection;
 
 use super::msg::*;
-use super::store::{self, InboundMessage, Inserted, MessageKind, StoredEvent};
+use super::store::{self, InboundMessage, Inserted, MessageKind, RecipientKind, StoredEvent};
 use crate::broker::msg::{PushReceived, PushStored};
 use crate::broker::peers::is_pubkey;
 use crate::crypto::{self, MemberKeys};
@@ -94,7 +95,8 @@ impl Handler<PushReceived> for InboxStore {
         if push.is_system() {
             return Ok(PushStored::Ignored);
         }
-        let (body, kind) = decrypt(self.keys.get(&msg.mesh), &push);
+        let keys = self.keys.get(&msg.mesh);
+        let (body, kind) = decrypt(keys, &push);
         let inbound = InboundMessage {
             client_message_id: push.client_message_id.clone(),
             broker_message_id: push.message_id.clone(),
@@ -107,6 +109,10 @@ impl Handler<PushReceived> for InboxStore {
             received_at: now_ms(),
             reply_to_id: push.reply_to_id.clone(),
             priority: Some(push.priority.clone()),
+            // Pushes reach the InboxStore from the member connection: addressed to the member.
+            recipient_pubkey: keys.map(MemberKeys::pubkey_hex),
+            recipient_kind: RecipientKind::Member,
+            sender_member_pubkey: push.sender_member_pubkey.clone(),
         };
         let inserted = match store::insert_message(&mut self.conn, &inbound, self.journal_keep) {
             Ok(inserted) => inserted,
@@ -156,10 +162,59 @@ impl Handler<RecordEvent> for InboxStore {
 }
 
 impl Handler<ListInbox> for InboxStore {
-    type Result = Result<(Vec<store::InboxItem>, Option<i64>), InboxActorError>;
+    type Result = Result<InboxPage, InboxActorError>;
 
     fn handle(&mut self, msg: ListInbox, _ctx: &mut Context<Self>) -> Self::Result {
-        Ok(store::query(&self.conn, &msg.query)?)
+        let (items, next_before) = store::query(&self.conn, &msg.query)?;
+        let marked_seen = if msg.mark_seen {
+            let unread: Vec<i64> = items
+                .iter()
+                .filter(|i| i.seen_at.is_none())
+                .map(|i| i.id)
+                .collect();
+            store::mark_seen(&mut self.conn, &unread, msg.query.scope.as_ref(), now_ms())?
+        } else {
+            0
+        };
+        Ok(InboxPage {
+            items,
+            next_before,
+            marked_seen,
+        })
+    }
+}
+
+impl Handler<MarkSeen> for InboxStore {
+    type Result = Result<usize, InboxActorError>;
+
+    fn handle(&mut self, msg: MarkSeen, _ctx: &mut Context<Self>) -> Self::Result {
+        Ok(store::mark_seen(
+            &mut self.conn,
+            &msg.ids,
+            msg.scope.as_ref(),
+            now_ms(),
+        )?)
+    }
+}
+
+impl Handler<DeleteInbox> for InboxStore {
+    type Result = Result<usize, InboxActorError>;
+
+    fn handle(&mut self, msg: DeleteInbox, _ctx: &mut Context<Self>) -> Self::Result {
+        Ok(store::delete_rows(
+            &self.conn,
+            msg.mesh.as_deref(),
+            msg.before_ms,
+            msg.scope.as_ref(),
+        )?)
+    }
+}
+
+impl Handler<DeleteInboxRow> for InboxStore {
+    type Result = Result<bool, InboxActorError>;
+
+    fn handle(&mut self, msg: DeleteInboxRow, _ctx: &mut Context<Self>) -> Self::Result {
+        Ok(store::delete_row(&self.conn, msg.id, msg.scope.as_ref())?)
     }
 }
 

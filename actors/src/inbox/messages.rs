@@ -5,11 +5,13 @@
 //! with its `client_message_id` if present (non-empty), else the broker's message id; an
 //! `undecryptable` row never stores a body (no ciphertext posing as text) and always has
 //! `decrypt_error = 1`; a duplicate writes nothing and journals nothing.
+//! A [`Scope`] (a session's view, see `read_state`) narrows [`query`].
 
 use rusqlite::{Connection, Row, TransactionBehavior};
 use serde_json::{json, Value};
 
 use super::journal::{append_in_tx, StoredEvent};
+use super::read_state::Scope;
 use super::store::{sql_op, InboxError};
 
 /// How an inbound body was obtained.
@@ -30,6 +32,25 @@ impl MessageKind {
             Self::Dm => "dm",
             Self::Plain => "plain",
             Self::Undecryptable => "undecryptable",
+        }
+    }
+}
+
+/// Which of our identities a push was addressed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientKind {
+    /// The mesh member (pushes on the member connection).
+    Member,
+    /// One session (pushes on that session's connection).
+    Session,
+}
+
+impl RecipientKind {
+    /// The stored and reported name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Member => "member",
+            Self::Session => "session",
         }
     }
 }
@@ -59,6 +80,12 @@ pub struct InboundMessage {
     pub reply_to_id: Option<String>,
     /// The sender's priority (`now|next|low`), when given.
     pub priority: Option<String>,
+    /// The pubkey the push was addressed to (ours: the member's or a session's).
+    pub recipient_pubkey: Option<String>,
+    /// Whether that is the member or a session.
+    pub recipient_kind: RecipientKind,
+    /// The sender's member pubkey, when the broker gave it (a session sender's parent).
+    pub sender_member_pubkey: Option<String>,
 }
 
 /// A stored inbox row as the API reports it.
@@ -88,6 +115,14 @@ pub struct InboxItem {
     pub kind: String,
     /// True exactly when the body could not be decrypted.
     pub decrypt_error: bool,
+    /// Unix ms of the first time it was marked seen; `None` = unread.
+    pub seen_at: Option<i64>,
+    /// The pubkey it was addressed to (`None` for rows stored before schema version 2).
+    pub recipient_pubkey: Option<String>,
+    /// `member` or `session`.
+    pub recipient_kind: String,
+    /// The sender's member pubkey, when known.
+    pub sender_member_pubkey: Option<String>,
 }
 
 impl InboxItem {
@@ -106,6 +141,10 @@ impl InboxItem {
             "reply_to_id": self.reply_to_id,
             "kind": self.kind,
             "decrypt_error": self.decrypt_error,
+            "seen_at": self.seen_at.map(crate::time::iso_from_ms),
+            "recipient_pubkey": self.recipient_pubkey,
+            "recipient_kind": self.recipient_kind,
+            "sender_member_pubkey": self.sender_member_pubkey,
         })
     }
 }
@@ -155,8 +194,8 @@ pub fn insert_message(
         .execute(
             "INSERT INTO inbox (mesh, dedupe_key, client_message_id, broker_message_id, topic,
                  sender_pubkey, sender_name, body, kind, decrypt_error, received_at,
-                 reply_to_id, priority)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 reply_to_id, priority, recipient_pubkey, recipient_kind, sender_member_pubkey)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
              ON CONFLICT (mesh, dedupe_key) DO NOTHING",
             rusqlite::params![
                 msg.mesh,
@@ -172,6 +211,9 @@ pub fn insert_message(
                 msg.received_at,
                 msg.reply_to_id,
                 msg.priority,
+                msg.recipient_pubkey,
+                msg.recipient_kind.as_str(),
+                msg.sender_member_pubkey,
             ],
         )
         .map_err(sql_op("insert message"))?;
@@ -191,6 +233,10 @@ pub fn insert_message(
         reply_to_id: msg.reply_to_id.clone(),
         kind: msg.kind.as_str().to_string(),
         decrypt_error: undecryptable,
+        seen_at: None,
+        recipient_pubkey: msg.recipient_pubkey.clone(),
+        recipient_kind: msg.recipient_kind.as_str().to_string(),
+        sender_member_pubkey: msg.sender_member_pubkey.clone(),
     };
     let mut fields = match item.to_json() {
         Value::Object(map) => map,
@@ -227,10 +273,15 @@ pub struct InboxQuery {
     pub limit: usize,
     /// Cursor: only rows with an id below this (the previous page's `next_before`).
     pub before: Option<i64>,
+    /// Only rows never marked seen.
+    pub unread_only: bool,
+    /// A session's view; `None` = everything (the operator's view).
+    pub scope: Option<Scope>,
 }
 
 const ITEM_COLUMNS: &str = "id, client_message_id, broker_message_id, mesh, topic, \
-    sender_pubkey, sender_name, body, received_at, reply_to_id, kind, decrypt_error";
+    sender_pubkey, sender_name, body, received_at, reply_to_id, kind, decrypt_error, seen_at, \
+    recipient_pubkey, recipient_kind, sender_member_pubkey";
 
 fn item_from_row(r: &Row<'_>) -> rusqlite::Result<InboxItem> {
     Ok(InboxItem {
@@ -246,6 +297,10 @@ fn item_from_row(r: &Row<'_>) -> rusqlite::Result<InboxItem> {
         reply_to_id: r.get(9)?,
         kind: r.get(10)?,
         decrypt_error: r.get(11)?,
+        seen_at: r.get(12)?,
+        recipient_pubkey: r.get(13)?,
+        recipient_kind: r.get(14)?,
+        sender_member_pubkey: r.get(15)?,
     })
 }
 
@@ -275,6 +330,12 @@ pub fn query(
     }
     if let Some(before) = q.before {
         filter("id <", before.into());
+    }
+    if q.unread_only {
+        sql.push_str(" AND seen_at IS NULL");
+    }
+    if let Some(scope) = &q.scope {
+        scope.push_sql(&mut sql, &mut args);
     }
     let limit = q.limit.max(1);
     // One extra row tells whether another page exists.

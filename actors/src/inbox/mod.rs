@@ -7,6 +7,7 @@
 //! - `schema`: numbered forward-only migrations and the TS import.
 //! - `messages`: dedupe-insert (with its `message` event in the same transaction), paged
 //!   queries, pruning.
+//! - `read_state`: `seen_at`, bulk and single deletes, the session [`store::Scope`].
 //! - `journal`: the event journal whose ids increase by one, survive restarts and trimming,
 //!   and back SSE replay.
 //!
@@ -19,6 +20,7 @@ pub mod actor;
 mod journal;
 mod messages;
 pub mod msg;
+mod read_state;
 mod schema;
 pub mod store;
 

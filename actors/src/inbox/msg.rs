@@ -3,7 +3,7 @@
 
 use actix::prelude::*;
 
-use super::store::{InboxItem, InboxQuery, Replay, StoredEvent};
+use super::store::{InboxItem, InboxQuery, Replay, Scope, StoredEvent};
 
 /// Errors the inbox actor reports to its callers.
 #[derive(Debug, thiserror::Error)]
@@ -39,11 +39,51 @@ pub struct RecordEvent {
     pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Query: one page of the inbox.
+/// Query: one page of the inbox; with `mark_seen`, the returned unread rows are then marked
+/// seen (the items show the state before the mark).
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<(Vec<InboxItem>, Option<i64>), InboxActorError>")]
+#[rtype(result = "Result<InboxPage, InboxActorError>")]
 pub struct ListInbox {
     pub query: InboxQuery,
+    pub mark_seen: bool,
+}
+
+/// The answer to [`ListInbox`].
+#[derive(Debug, Clone)]
+pub struct InboxPage {
+    /// Newest first.
+    pub items: Vec<InboxItem>,
+    /// Cursor of the next page.
+    pub next_before: Option<i64>,
+    /// Rows this request turned from unread to seen (0 without `mark_seen`).
+    pub marked_seen: usize,
+}
+
+/// Command: mark rows seen (`POST /v1/inbox/seen`); answers how many changed.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<usize, InboxActorError>")]
+pub struct MarkSeen {
+    pub ids: Vec<i64>,
+    /// A session's view: rows outside it are left alone.
+    pub scope: Option<Scope>,
+}
+
+/// Command: delete rows (`DELETE /v1/inbox?mesh=&before=`); answers how many.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<usize, InboxActorError>")]
+pub struct DeleteInbox {
+    pub mesh: Option<String>,
+    /// Only rows received before this unix ms.
+    pub before_ms: Option<i64>,
+    pub scope: Option<Scope>,
+}
+
+/// Command: delete one row (`DELETE /v1/inbox/<id>`); false when no such row (in scope).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<bool, InboxActorError>")]
+pub struct DeleteInboxRow {
+    pub id: i64,
+    pub scope: Option<Scope>,
 }
 
 /// Query: journal events after an id (SSE replay).

@@ -11,6 +11,11 @@
 //! - `events`: the journal; `AUTOINCREMENT` so an id is never issued twice, even after the
 //!   rows holding the highest ids were trimmed (the high-water mark lives in `sqlite_sequence`).
 //! - `meta`: key/value (the clean-shutdown marker).
+//!
+//! Version 2 (sessions, SPEC §12) adds to `inbox`: `seen_at` (unix ms, NULL = unread),
+//! `recipient_pubkey` and `recipient_kind` (`member` | `session`: which of our identities the
+//! push was addressed to; existing rows become `member` with an unknown pubkey), and
+//! `sender_member_pubkey` (the sender's member key when the broker gave it).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -21,9 +26,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use super::store::{sql_err, InboxError};
 
 /// The schema version this binary writes; a database with a higher one is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
-const V1_TABLES: &str = "
+pub(super) const V1_TABLES: &str = "
 CREATE TABLE schema_version (version INTEGER NOT NULL);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE inbox (
@@ -52,11 +57,21 @@ CREATE TABLE events (
 );
 ";
 
-const V1_INDEXES: &str = "
+pub(super) const V1_INDEXES: &str = "
 CREATE INDEX inbox_received_at ON inbox (received_at);
 CREATE INDEX inbox_topic_id    ON inbox (topic, id);
 CREATE INDEX inbox_sender_id   ON inbox (sender_pubkey, id);
 CREATE INDEX inbox_mesh_id     ON inbox (mesh, id);
+";
+
+const V2: &str = "
+ALTER TABLE inbox ADD COLUMN seen_at INTEGER;
+ALTER TABLE inbox ADD COLUMN recipient_pubkey TEXT;
+ALTER TABLE inbox ADD COLUMN recipient_kind TEXT NOT NULL DEFAULT 'member'
+    CHECK (recipient_kind IN ('member', 'session'));
+ALTER TABLE inbox ADD COLUMN sender_member_pubkey TEXT;
+CREATE INDEX inbox_mesh_unseen ON inbox (mesh, id) WHERE seen_at IS NULL;
+INSERT INTO schema_version (version) VALUES (2);
 ";
 
 /// Copies the TS daemon's rows. Its `client_message_id` was "client id, else broker id"; a
@@ -114,6 +129,13 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), InboxErr
     }
     if found < 1 {
         migrate_v1(conn, path)?;
+    }
+    if found < 2 {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_err(path, "begin migration 2"))?;
+        tx.execute_batch(V2).map_err(sql_err(path, "migration 2"))?;
+        tx.commit().map_err(sql_err(path, "commit migration 2"))?;
     }
     Ok(())
 }

@@ -22,7 +22,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension};
 pub use super::journal::{append_event, newest_event_id, replay_after, Replay, StoredEvent};
 pub use super::messages::{
     insert_message, prune, query, InboundMessage, InboxItem, InboxQuery, Inserted, MessageKind,
+    RecipientKind,
 };
+pub use super::read_state::{delete_row, delete_rows, mark_seen, Scope};
 pub use super::schema::SCHEMA_VERSION;
 
 /// How long a statement waits for a lock held by another connection.

@@ -1,5 +1,6 @@
 //! OutboxDb: the one thread that touches `outbox.db`. An actor on its own arbiter thread with one
-//! writer connection; the [`OutboxDrainer`](super::drainer::OutboxDrainer) is its only client and sends
+//! writer connection; the [`OutboxDrainer`](super::drainer::OutboxDrainer) and the
+//! [`SessionRegistry`](crate::sessions::SessionRegistry) (its `sessions` table) are its clients and send
 //! it [`DbTask`]s — closures over the store functions of [`super::store`] — so SQLite never
 //! blocks an async arbiter and every write is serialised on one connection.
 

@@ -6,6 +6,8 @@ use serde_json::{json, Value};
 
 use crate::client::SseEvent;
 
+pub use super::mesh::{peers, sessions};
+
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("-")
 }
@@ -29,6 +31,15 @@ pub fn age(secs: i64) -> String {
 /// The first 16 characters of a key.
 fn short(key: &str) -> &str {
     key.get(..16).unwrap_or(key)
+}
+
+/// A 64-hex pubkey shortened to its first 16 characters and `…`; anything else as is.
+fn short_key(to: &str) -> String {
+    if to.len() == 64 && to.bytes().all(|b| b.is_ascii_hexdigit()) {
+        format!("{}…", &to[..16])
+    } else {
+        to.to_string()
+    }
 }
 
 /// Columns separated by two spaces, each padded to its widest cell (the last is not padded).
@@ -180,39 +191,10 @@ pub fn inbox(v: &Value) -> String {
     if let Some(before) = v["next_before"].as_i64() {
         lines.push(format!("(older messages: --before {before})"));
     }
+    if let Some(n) = v["marked_seen"].as_i64().filter(|n| *n > 0) {
+        lines.push(format!("(marked {n} seen)"));
+    }
     lines.join("\n")
-}
-
-/// `peers`.
-pub fn peers(v: &Value) -> String {
-    let peers: Vec<&Value> = v["peers"].as_array().into_iter().flatten().collect();
-    let mut out = Vec::new();
-    if v["stale"] == true {
-        out.push(format!(
-            "(cached list from {}; the broker link is down)",
-            s(v, "fetched_at")
-        ));
-    }
-    if peers.is_empty() {
-        out.push("no peers online".into());
-        return out.join("\n");
-    }
-    let mut rows = vec![vec![
-        "NAME".to_string(),
-        "PUBKEY".into(),
-        "STATUS".into(),
-        "SUMMARY".into(),
-    ]];
-    for p in peers {
-        rows.push(vec![
-            s(p, "displayName").to_string(),
-            short(s(p, "pubkey")).to_string(),
-            s(p, "status").to_string(),
-            p["summary"].as_str().unwrap_or("").to_string(),
-        ]);
-    }
-    out.push(table(&rows));
-    out.join("\n")
 }
 
 /// `profile`.
@@ -257,7 +239,7 @@ pub fn outbox_list(v: &Value) -> String {
             s(r, "status").to_string(),
             n(r, "attempts"),
             s(r, "mesh").to_string(),
-            s(r, "to").to_string(),
+            short_key(s(r, "to")).to_string(),
             s(r, "client_message_id").to_string(),
             s(r, "enqueued_at").to_string(),
             note,
@@ -392,6 +374,12 @@ pub fn event(ev: &SseEvent) -> String {
             Some(e) => format!("{} (last error: {e})", s(&d, "status")),
             None => s(&d, "status").to_string(),
         },
+        "session_left" => format!(
+            "session {} ({}) left: {}",
+            s(&d, "session_id"),
+            s(&d, "display_name"),
+            s(&d, "reason")
+        ),
         "outbox_dead" => format!(
             "row {} to {} gave up: {}",
             n(&d, "id"),

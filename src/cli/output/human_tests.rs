@@ -63,3 +63,62 @@ fn ages_use_readable_units() {
     assert_eq!(age(600), "10 min");
     assert_eq!(age(36_000), "10 h");
 }
+
+#[test]
+fn peers_are_grouped_by_member_with_each_presence_role() {
+    let bob = "b0".repeat(32);
+    let v = json!({"peers": [
+        {"pubkey": "5e".repeat(32), "memberPubkey": bob, "displayName": "reviewer",
+         "peerRole": "session", "status": "working", "summary": "PR 7", "mesh": "m"},
+        {"pubkey": "ca".repeat(32), "memberPubkey": "ca".repeat(32), "displayName": "carol"},
+        {"pubkey": bob, "memberPubkey": bob, "displayName": "bob", "peerRole": "control-plane",
+         "status": "idle", "summary": null},
+    ], "stale": false});
+    assert_eq!(
+        peers(&v),
+        format!(
+            "MEMBER  PRESENCE  ROLE           PUBKEY            STATUS   SUMMARY\n\
+             bob     bob       member daemon  {b16}  idle\n        \
+             reviewer  session        {s16}  working  PR 7\n\
+             carol   carol     member         {c16}  -\n\
+             2 members, 3 presences",
+            b16 = &bob[..16],
+            s16 = &"5e".repeat(8),
+            c16 = &"ca".repeat(8)
+        )
+    );
+    assert_eq!(peers(&json!({"peers": []})), "no peers online");
+}
+
+#[test]
+fn sessions_list_shows_presence_and_a_short_pubkey() {
+    let v = json!({"sessions": [{"session_id": "s1", "mesh": "m", "display_name": "agent",
+        "pid": 42, "presence_status": "pending", "session_pubkey": "ab".repeat(32),
+        "registered_at": claudemesh_actors::time::iso_from_ms(claudemesh_actors::time::now_ms() - 90_000)}]});
+    let text = sessions(&v);
+    assert!(
+        text.starts_with("SESSION  MESH  NAME   PID  PRESENCE  PUBKEY            AGE\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!(
+            "s1       m     agent  42   pending   {}  90 s",
+            "ab".repeat(8)
+        )),
+        "{text}"
+    );
+    assert!(sessions(&json!({"sessions": []})).starts_with("no sessions registered"));
+}
+
+#[test]
+fn outbox_list_shortens_pubkey_targets_only() {
+    let v = json!({"items": [
+        {"id": 1, "status": "pending", "attempts": 0, "mesh": "m", "to": "ab".repeat(32),
+         "client_message_id": "c", "enqueued_at": "t"},
+        {"id": 2, "status": "done", "attempts": 1, "mesh": "m", "to": "bob",
+         "client_message_id": "d", "enqueued_at": "t", "broker_message_id": "x"}]});
+    let text = outbox_list(&v);
+    assert!(text.contains(&format!("{}…", "ab".repeat(8))), "{text}");
+    assert!(!text.contains(&"ab".repeat(9)));
+    assert!(text.contains("  bob  "));
+}

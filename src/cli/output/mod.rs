@@ -8,6 +8,7 @@
 //! instead of panicking.
 
 pub mod human;
+pub mod mesh;
 
 use std::io::{self, Write};
 

@@ -52,7 +52,11 @@ fn status_version_peers_profile_and_tcp_against_a_running_daemon() {
     }));
     let p = cli(&a, &["peers"]);
     p.expect(0);
-    assert!(p.stdout.starts_with("NAME"), "{}", p.stdout);
+    assert!(
+        p.stdout.starts_with("MEMBER  PRESENCE  ROLE"),
+        "{}",
+        p.stdout
+    );
     assert!(
         p.stdout
             .lines()
@@ -152,7 +156,18 @@ fn send_inbox_and_outbox_against_running_daemons_in_human_and_json() {
     );
     let unknown = cli(&a, &["send", "nobody", "hi"]);
     unknown.expect(2);
-    assert!(unknown.one_line_error().contains("unknown_peer"));
+    // The refusal says who is online and how to reach an offline member.
+    let line = unknown.one_line_error();
+    assert!(
+        line.contains("no online peer is called \"nobody\""),
+        "{line}"
+    );
+    assert!(line.contains("online now: bob"), "{line}");
+    assert!(line.contains("64-hex pubkey"), "{line}");
+    let unknown = cli(&a, &["send", "nobody", "hi", "--json"]);
+    unknown.expect(2);
+    assert_eq!(unknown.json()["error"], "unknown_peer");
+    assert_eq!(unknown.json()["online"], json!(["bob"]));
     let bad_mesh = cli(&a, &["send", "bob", "hi", "--mesh", "nope", "--json"]);
     bad_mesh.expect(2);
     assert_eq!(bad_mesh.json()["error"], "unknown_mesh");

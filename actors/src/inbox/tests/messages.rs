@@ -99,6 +99,10 @@ fn item_json_has_exactly_the_spec_fields_with_iso_time() {
             "reply_to_id": "r0",
             "kind": "dm",
             "decrypt_error": false,
+            "seen_at": null,
+            "recipient_pubkey": "e".repeat(64),
+            "recipient_kind": "member",
+            "sender_member_pubkey": null,
         })
     );
 }

@@ -3,12 +3,13 @@
 mod journal;
 mod messages;
 mod open;
+mod read_state;
 
 use std::path::PathBuf;
 
 use rusqlite::Connection;
 
-use super::store::{self, InboundMessage, MessageKind};
+use super::store::{self, InboundMessage, MessageKind, RecipientKind};
 
 /// A fresh `inbox.db` in its own temp dir (kept alive by the returned guard).
 fn fresh_db() -> (tempfile::TempDir, PathBuf, Connection) {
@@ -32,5 +33,8 @@ fn msg(client_id: Option<&str>, broker_id: &str, received_at: i64) -> InboundMes
         received_at,
         reply_to_id: None,
         priority: Some("next".into()),
+        recipient_pubkey: Some("e".repeat(64)),
+        recipient_kind: RecipientKind::Member,
+        sender_member_pubkey: None,
     }
 }

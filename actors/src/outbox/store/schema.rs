@@ -17,7 +17,7 @@ use crate::time::now_ms;
 /// `dest` is the per-destination FIFO key (`coalesce(target, to_spec)`); the partial indexes
 /// on it let [`super::claim_due`] find each destination's oldest pending row without scanning
 /// the queue.
-const V1: &str = "
+pub(super) const V1: &str = "
 CREATE TABLE schema_version (
     version    INTEGER PRIMARY KEY,
     applied_at INTEGER NOT NULL
@@ -60,11 +60,33 @@ CREATE INDEX outbox_done_unpruned ON outbox(delivered_at)
     WHERE status = 'done' AND payload IS NOT NULL;
 ";
 
+/// Version 2: the session registry (SPEC §12). One row per registered agent session, keyed by
+/// the SHA-256 of its token (the token itself is never stored); the session secret key lives
+/// only here, in this 0600 file, so a restart can rehydrate live sessions with their keypair.
+const V2: &str = "
+CREATE TABLE sessions (
+    token_sha256   TEXT PRIMARY KEY,
+    token_prefix   TEXT NOT NULL,
+    session_id     TEXT NOT NULL UNIQUE,
+    mesh           TEXT NOT NULL,
+    display_name   TEXT NOT NULL,
+    pid            INTEGER NOT NULL,
+    process_start  INTEGER,
+    cwd            TEXT,
+    role           TEXT,
+    groups         TEXT NOT NULL DEFAULT '[]',
+    session_pubkey TEXT,
+    session_secret BLOB,
+    attestation    TEXT,
+    registered_at  INTEGER NOT NULL
+);
+";
+
 /// The migrations, version `i + 1` at index `i`. Append only; never edit a released one.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this binary writes; a database with a higher one is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 

@@ -31,7 +31,7 @@ fn reopening_applies_no_migration_twice() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![SCHEMA_VERSION]);
+    assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
     let jm: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -232,4 +232,38 @@ fn typescript_outbox_is_adopted_with_a_backup() {
         .path()
         .join(format!("outbox.db.ts-backup-{NOW}"))
         .exists());
+}
+
+#[test]
+fn a_version_1_outbox_with_rows_migrates_and_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(super::super::schema::V1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO schema_version (version, applied_at) VALUES (1, 0);
+             INSERT INTO outbox (client_message_id, request_fingerprint, payload, payload_bytes,
+                 enqueued_at, next_attempt_at, status, mesh, to_spec, target, priority)
+             VALUES ('keep-me', x'00', x'68', 1, 1, 1, 'pending', 'm1', '*', '*', 'next');",
+        )
+        .unwrap();
+    }
+    let conn = open(&path, Durability::Normal, true).unwrap();
+    let versions: Vec<i64> = conn
+        .prepare("SELECT version FROM schema_version ORDER BY version")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+    let row: String = conn
+        .query_row("SELECT client_message_id FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(row, "keep-me");
+    let sessions: i64 = conn
+        .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sessions, 0);
 }
