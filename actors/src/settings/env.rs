@@ -133,6 +133,7 @@ const KEYS: &[Key] = keys! {
     "broker" rate_per_sec: U32(broker.rate_per_sec), positive;
     "broker" max_frame_bytes: Usize(broker.max_frame_bytes), positive;
     "broker" reconnect_cap_ms: U64(broker.reconnect_cap_ms), positive;
+    "broker" redelivery_nudge_ms: U64(broker.redelivery_nudge_ms), positive;
     "inbox" retention_days: U32(inbox.retention_days), positive;
     "inbox" event_journal: U64(inbox.event_journal), positive;
     "clone" policy: ClonePolicy(clone.policy);

@@ -18,6 +18,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+mod late;
 mod queries;
 use queries::query;
 
@@ -83,6 +84,8 @@ pub struct OutboxDrainer {
     updates: Vec<Update>,
     /// A group apply is running.
     updating: bool,
+    /// Dispatch numbers and timed-out rows, for late acks (`late.rs`).
+    late: late::LateAcks,
 }
 
 impl OutboxDrainer {
@@ -120,6 +123,7 @@ impl OutboxDrainer {
             closing: false,
             updates: Vec::new(),
             updating: false,
+            late: late::LateAcks::default(),
         }
     }
 
@@ -240,6 +244,7 @@ impl OutboxDrainer {
         };
         let link = st.link.clone();
         let keys = st.keys.clone();
+        let seq = self.late.sent(&row.client_message_id);
         let fut = async move {
             let target = match &row.target {
                 Some(t) => t.clone(),
@@ -286,7 +291,7 @@ impl OutboxDrainer {
                 ciphertext: body.ciphertext_b64,
                 reply_to_id: row.reply_to_id.clone(),
             };
-            let outcome = match link.send(DeliverSend { send }).await {
+            let outcome = match link.send(DeliverSend { send, seq }).await {
                 Ok(o) => o,
                 Err(e) => DeliveryOutcome::NotConnected {
                     reason: format!("link mailbox: {e}"),
@@ -310,6 +315,7 @@ impl OutboxDrainer {
         let id = row.id;
         let mesh = row.mesh.clone();
         let resolved_now = row.target.is_none() && target.is_some();
+        let step = self.late.settle(&row, step);
         let change = outcome::classify(step, self.closing);
         if matches!(change, Change::RateLimited(_)) {
             if let Some(st) = self.meshes.get(&mesh) {
@@ -586,6 +592,12 @@ impl Handler<LinkEvent> for OutboxDrainer {
                         .map(move |_, act, ctx| act.drain(ctx, &mesh)),
                 );
             }
+            LinkEvent::LateAck {
+                client_message_id,
+                seq,
+                broker_message_id,
+                ..
+            } => self.on_late_ack(ctx, client_message_id, seq, broker_message_id),
         }
     }
 }
