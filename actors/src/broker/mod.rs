@@ -272,7 +272,10 @@ impl BrokerConnection {
     fn fail(&mut self, ctx: &mut Context<Self>, reason: String) {
         if self.reattaching {
             // The nudge's own close: clean, not an error.
-            log::debug!("mesh {}: closed for the redelivery nudge: {reason}", self.slug());
+            log::debug!(
+                "mesh {}: closed for the redelivery nudge: {reason}",
+                self.slug()
+            );
         } else {
             if !self.closing {
                 log::warn!("mesh {}: broker link lost: {reason}", self.slug());
@@ -546,4 +549,3 @@ impl StreamHandler<Result<Frame, WsProtocolError>> for BrokerConnection {
         self.fail(ctx, "socket closed".into());
     }
 }
-

@@ -85,12 +85,18 @@ mod tests {
     #[test]
     fn a_start_arms_one_nudge_against_a_head_broker() {
         let mut n = Nudge::new(true);
-        assert!(n.link_up(Some("p1")), "armed on the first link after a start");
+        assert!(
+            n.link_up(Some("p1")),
+            "armed on the first link after a start"
+        );
         n.peers_seen(&[json!({"pubkey":"a","peerRole":"control-plane"})]);
         assert!(n.fire(), "head broker: reattach");
         // The nudge's own reattach: a clean close, the same presence back.
         n.link_lost(true);
-        assert!(!n.link_up(Some("p1")), "no second nudge after the nudge's reattach");
+        assert!(
+            !n.link_up(Some("p1")),
+            "no second nudge after the nudge's reattach"
+        );
         assert!(!n.fire());
     }
 

@@ -67,7 +67,9 @@ pub fn load_or_create_session_id(path: &Path) -> Result<(String, SessionIdState)
                     .map_err(io_err("chmod", path))?;
             }
             match std::str::from_utf8(&bytes).map(str::trim) {
-                Ok(id) if is_session_id(id) => return Ok((id.to_string(), SessionIdState::Existing)),
+                Ok(id) if is_session_id(id) => {
+                    return Ok((id.to_string(), SessionIdState::Existing))
+                }
                 Ok("") => SessionIdState::Replaced { reason: "empty" },
                 Ok(_) => SessionIdState::Replaced {
                     reason: "not daemon-<16 lowercase hex>",
@@ -104,7 +106,10 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), format!("{id}\n"));
         for _ in 0..3 {
             let (again, state) = load_or_create_session_id(&path).unwrap();
-            assert_eq!((again.as_str(), state), (id.as_str(), SessionIdState::Existing));
+            assert_eq!(
+                (again.as_str(), state),
+                (id.as_str(), SessionIdState::Existing)
+            );
         }
         let (other, _) = load_or_create_session_id(&dir.path().join("other")).unwrap();
         assert_ne!(other, id, "ids are random per daemon dir");
@@ -135,14 +140,22 @@ mod tests {
         fs::write(&path, "daemon-00112233445566ff\n").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let (id, state) = load_or_create_session_id(&path).unwrap();
-        assert_eq!((id.as_str(), state), ("daemon-00112233445566ff", SessionIdState::Existing));
+        assert_eq!(
+            (id.as_str(), state),
+            ("daemon-00112233445566ff", SessionIdState::Existing)
+        );
         assert_eq!(mode_of(&path), 0o600);
     }
 
     #[test]
     fn shape_check() {
         assert!(is_session_id("daemon-0123456789abcdef"));
-        for bad in ["daemon-0123456789abcde", "cli-0123456789abcdef", "daemon-0123456789abcdeg", "daemon-42"] {
+        for bad in [
+            "daemon-0123456789abcde",
+            "cli-0123456789abcdef",
+            "daemon-0123456789abcdeg",
+            "daemon-42",
+        ] {
             assert!(!is_session_id(bad), "{bad}");
         }
     }

@@ -3,6 +3,7 @@
 mod journal;
 mod messages;
 mod open;
+mod redelivery;
 
 use std::path::PathBuf;
 

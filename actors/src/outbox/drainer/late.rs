@@ -194,7 +194,10 @@ mod tests {
         let r = row("c1");
         let mut l = LateAcks::default();
         let seq = l.sent("c1");
-        assert!(matches!(l.settle(&r, timeout()), Step::Delivered(DeliveryOutcome::Timeout)));
+        assert!(matches!(
+            l.settle(&r, timeout()),
+            Step::Delivered(DeliveryOutcome::Timeout)
+        ));
         match l.late_ack("c1", seq, "m1") {
             LateVerdict::Credit(kept) => {
                 assert_eq!(kept.id, r.id);
@@ -202,7 +205,11 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(l.late_ack("c1", seq, "m1"), LateVerdict::AfterResend, "credited once");
+        assert_eq!(
+            l.late_ack("c1", seq, "m1"),
+            LateVerdict::AfterResend,
+            "credited once"
+        );
     }
 
     #[test]
