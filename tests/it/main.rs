@@ -5,6 +5,7 @@
 
 mod cli;
 mod harness;
+mod head;
 mod reload;
 mod runtime;
 mod security;
