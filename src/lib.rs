@@ -10,14 +10,14 @@
 //! - [`coldpath`]: `send` straight to the broker when no daemon runs.
 //! - [`service`]: the systemd user unit / launchd agent, rendered from `config/` templates.
 //! - [`logfile`]: the size-rotated log file of a `--detach`ed daemon.
-//! - [`devbroker`]: the development broker (a stand-in for the claudemesh broker; tests and
-//!   demo only).
+//!
+//! The development broker (a stand-in for the claudemesh broker; tests and demo only) is the
+//! `claudemesh-devbroker` crate (`devbroker/`); `dev-mesh`/`dev-broker` are in [`cli::dev`].
 
 pub mod cli;
 pub mod client;
 pub mod coldpath;
 pub mod daemon;
-pub mod devbroker;
 pub mod http;
 pub mod logfile;
 pub mod service;

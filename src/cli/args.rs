@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
-use crate::devbroker::cli::{DevBrokerArgs, DevMeshArgs};
+use crate::cli::dev::{DevBrokerArgs, DevMeshArgs};
 use crate::service::ServiceFormat;
 
 /// Event kinds `events --kinds` accepts (SPEC §7.3).

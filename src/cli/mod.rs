@@ -5,10 +5,12 @@
 //! Client commands only talk to the daemon's HTTP API (over the socket, or loopback TCP with
 //! the token under `--tcp`), never open its databases; the one exception to "through the
 //! daemon" is the cold-path `send` ([`crate::coldpath`]), which talks to the broker.
-//! `dev-mesh` and `dev-broker` are dispatched to [`crate::devbroker::cli`].
+//! `dev-mesh` and `dev-broker` ([`dev`]) parse their flags here and run the
+//! `claudemesh-devbroker` crate.
 
 pub mod api;
 pub mod args;
+pub mod dev;
 pub mod error;
 pub mod local;
 pub mod names;
@@ -81,8 +83,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::UninstallService(a) => setup::uninstall_service(&ctx, a),
         Command::Completions(a) => setup::completions(a),
         Command::Man => setup::man(),
-        Command::DevMesh(a) => return crate::devbroker::cli::run_dev_mesh(a),
-        Command::DevBroker(a) => return crate::devbroker::cli::run_dev_broker(a),
+        Command::DevMesh(a) => return dev::run_dev_mesh(a),
+        Command::DevBroker(a) => return dev::run_dev_broker(a),
     };
     output::finish(ctx.json, result)
 }

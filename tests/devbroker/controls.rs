@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use claudemeshd::devbroker;
+use claudemesh_devbroker as devbroker;
 use serde_json::json;
 
 use crate::path_and_sizes::raw_upgrade;

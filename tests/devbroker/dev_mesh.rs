@@ -1,7 +1,7 @@
 //! `dev-mesh`: creating private claudemesh configs and extending the same mesh.
 
 use claudemesh_actors::crypto::MemberKeys;
-use claudemeshd::devbroker;
+use claudemesh_devbroker as devbroker;
 use serde_json::{json, Value};
 
 use crate::support::{keys_of, sorted};

@@ -1,10 +1,11 @@
-//! Fidelity: replay the client side of the recorded real-broker sessions
-//! (`tests/fixtures/wire/seed-broker*`) and match their frame types and key sets.
+//! Fidelity: replay the client side of the recorded real-broker sessions and match their frame
+//! types and key sets — `tests/fixtures/wire/seed-broker*` against the default (seed) profile,
+//! `head-broker.jsonl` against `--profile head`.
 
 use awc::ws::Message;
 use claudemesh_actors::crypto::MemberKeys;
 use claudemesh_actors::time::now_ms;
-use claudemeshd::devbroker::errors;
+use claudemesh_devbroker::{errors, Profile};
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 
@@ -114,13 +115,17 @@ impl Replayed {
     }
 }
 
-/// Replays one recording against a fresh dev mesh whose members `peer-a`/`peer-b` stand for the
-/// recorded ones; returns the coverage labels of every matched reply.
-async fn replay(file: &str) -> std::collections::BTreeSet<String> {
+/// Replays one recording against a fresh dev mesh (a broker of `profile`) whose members
+/// `peer-a`/`peer-b` stand for the recorded ones; returns the coverage labels of every matched
+/// reply.
+async fn replay(file: &str, profile: Profile) -> std::collections::BTreeSet<String> {
     use std::collections::{BTreeSet, HashMap};
     let lines = recording(file);
     let mesh = Mesh::new(&["peer-a", "peer-b"]);
-    let broker = mesh.broker(|_| {}).await;
+    let broker = match profile {
+        Profile::Seed => mesh.broker(|_| {}).await,
+        Profile::Head => mesh.head_broker(|_| {}).await,
+    };
     let url = broker.url();
     let members: HashMap<&str, Member> = [
         ("peer-a", mesh.member("peer-a")),
@@ -156,10 +161,17 @@ async fn replay(file: &str) -> std::collections::BTreeSet<String> {
             .to_owned();
         keys.insert(recorded, members["peer-a"].pubkey.clone());
     }
-    // Members have disconnected before in every recording (hence `restored`): prime them.
+    // Members that had disconnected before the recording began (their first `hello_ack` is
+    // `restored`) are primed with a connection of their own. (On the head profile that
+    // connection would stay listed in its lease, so only recordings that need it get it.)
     for name in ["peer-b", "peer-a"] {
-        let mut ws = join(&url, &members[name]).await;
-        ws.close().await;
+        let first_ack = lines
+            .iter()
+            .find(|l| l.who == name && l.dir == "recv" && l.frame["type"] == "hello_ack");
+        if first_ack.is_some_and(|l| l.frame["restored"] == true) {
+            let mut ws = join(&url, &members[name]).await;
+            ws.close().await;
+        }
     }
     let mut open: HashMap<String, Replayed> = HashMap::new();
     let mut daemon: Option<Ws> = None;
@@ -315,7 +327,7 @@ async fn replaying_the_recorded_seed_sessions_gets_the_same_frame_types_and_key_
                 .filter(|l| l.dir == "recv")
                 .map(|l| kind_of(&l.frame)),
         );
-        covered.extend(replay(file).await);
+        covered.extend(replay(file, Profile::Seed).await);
     }
     assert_eq!(covered, recorded);
     for kind in [
@@ -325,6 +337,30 @@ async fn replaying_the_recorded_seed_sessions_gets_the_same_frame_types_and_key_
         "peers_list",
         "push:peer_returned",
         "push:peer_left",
+        "push:live",
+        "push:drained",
+        "error:no_hello",
+        "error:bad_signature",
+    ] {
+        assert!(covered.contains(kind), "{kind} not covered: {covered:?}");
+    }
+}
+
+#[actix_web::test]
+async fn replaying_the_recorded_head_session_on_the_head_profile_gets_the_same_frames() {
+    let file = "head-broker.jsonl";
+    let recorded: std::collections::BTreeSet<String> = recording(file)
+        .iter()
+        .filter(|l| l.dir == "recv")
+        .map(|l| kind_of(&l.frame))
+        .collect();
+    let covered = replay(file, Profile::Head).await;
+    assert_eq!(covered, recorded);
+    for kind in [
+        "hello_ack",
+        "peers_list",
+        "push:peer_joined",
+        "push:peer_returned",
         "push:live",
         "push:drained",
         "error:no_hello",

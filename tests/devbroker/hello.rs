@@ -4,7 +4,7 @@
 use awc::ws::Message;
 use claudemesh_actors::crypto::MemberKeys;
 use claudemesh_actors::time::now_ms;
-use claudemeshd::devbroker;
+use claudemesh_devbroker as devbroker;
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 

@@ -2,7 +2,7 @@
 //! topics, the send error strings and the rate limit.
 
 use claudemesh_actors::crypto::MemberKeys;
-use claudemeshd::devbroker::{self, errors};
+use claudemesh_devbroker::{self as devbroker, errors};
 use serde_json::{json, Value};
 
 use crate::support::{

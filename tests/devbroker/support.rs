@@ -9,7 +9,7 @@ use awc::error::WsProtocolError as ProtocolError;
 use awc::ws::{Frame, Message};
 use claudemesh_actors::crypto::MemberKeys;
 use claudemesh_actors::time::now_ms;
-use claudemeshd::devbroker::{self, DevBroker, DevBrokerOptions};
+use claudemesh_devbroker::{self as devbroker, DevBroker, DevBrokerOptions};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::{json, Value};
 
@@ -93,6 +93,67 @@ impl Mesh {
         configure(&mut opts);
         devbroker::start(opts).await.unwrap()
     }
+
+    /// A head-profile broker (its defaults, then `configure`).
+    pub(crate) async fn head_broker(
+        &self,
+        configure: impl FnOnce(&mut DevBrokerOptions),
+    ) -> DevBroker {
+        let mut opts = DevBrokerOptions::head(self.state(), "127.0.0.1:0".parse().unwrap());
+        configure(&mut opts);
+        devbroker::start(opts).await.unwrap()
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `within` has passed; returns whether it held.
+pub(crate) async fn wait_until<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A signed head `session_hello` for a session of `m` with `session` keys, its attestation
+/// expiring `ttl_ms` from now.
+pub(crate) fn session_hello(
+    m: &Member,
+    session: &MemberKeys,
+    session_id: &str,
+    ttl_ms: i64,
+) -> Value {
+    let ts = now_ms();
+    let session_pubkey = session.pubkey_hex();
+    let expires_at = ts + ttl_ms;
+    let attest = format!(
+        "claudemesh-session-attest|{}|{session_pubkey}|{expires_at}",
+        m.pubkey
+    );
+    let signed = format!(
+        "claudemesh-session-hello|{}|{}|{session_pubkey}|{ts}",
+        m.mesh_id, m.pubkey
+    );
+    json!({
+        "type": "session_hello", "meshId": m.mesh_id, "parentMemberId": m.member_id,
+        "parentMemberPubkey": m.pubkey, "sessionPubkey": session_pubkey,
+        "parentAttestation": {
+            "sessionPubkey": session_pubkey, "parentMemberPubkey": m.pubkey,
+            "expiresAt": expires_at, "signature": m.keys.sign_hex(attest.as_bytes()),
+        },
+        "displayName": format!("{}-session", m.name), "sessionId": session_id, "pid": 4343,
+        "cwd": "/work/session", "hostname": "devbox", "peerType": "ai",
+        "channel": "claudemesh-session", "timestamp": ts,
+        "signature": session.sign_hex(signed.as_bytes()),
+    })
 }
 
 /// A signed hello; `session` adds a `sessionPubkey`.

@@ -95,7 +95,7 @@ pub fn check_signature(hello: &Value, now_ms: i64) -> Result<(), HelloRejection>
     }
 }
 
-fn is_hex(s: &str, len: usize, any_case: bool) -> bool {
+pub(crate) fn is_hex(s: &str, len: usize, any_case: bool) -> bool {
     s.len() == len
         && s.bytes().all(|c| {
             c.is_ascii_digit()
@@ -105,7 +105,7 @@ fn is_hex(s: &str, len: usize, any_case: bool) -> bool {
 }
 
 /// How a JavaScript template literal renders a JSON value (`undefined` when absent).
-fn js_string(value: Option<&Value>) -> String {
+pub(crate) fn js_string(value: Option<&Value>) -> String {
     match value {
         None => "undefined".into(),
         Some(Value::Null) => "null".into(),
@@ -126,7 +126,7 @@ fn js_string(value: Option<&Value>) -> String {
 
 /// How JavaScript renders a number in a string: integers in plain decimal, fractions in their
 /// shortest round-trip form.
-fn js_number(n: &serde_json::Number) -> String {
+pub(crate) fn js_number(n: &serde_json::Number) -> String {
     if n.is_i64() || n.is_u64() {
         return n.to_string();
     }

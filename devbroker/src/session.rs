@@ -4,7 +4,8 @@
 //! sends back, pings every `ping_interval`, and — when `stale_after` is set — terminates a
 //! socket whose last pong is older than that (the head broker's watchdog).
 //!
-//! States: `AwaitHello` → (hello forwarded) `HelloPending` → (`hello_ack` written) `Authed`.
+//! States: `AwaitHello` → (hello, or head `session_hello`, forwarded) `HelloPending` →
+//! (`hello_ack` written) `Authed`.
 //! Any frame but a hello before `hello_ack` has been **written** gets `no_hello`, so a client
 //! that pipelines a frame behind its hello sees the real broker's race (§1.2, §10 item 2).
 //! Bytes that are not JSON, and `null`, are ignored in every state (the broker's parse error).
@@ -33,6 +34,8 @@ pub struct SessionConfig {
     pub ping_interval: Duration,
     /// Terminate a socket whose last pong (or connect) is older than this; `None` = never.
     pub stale_after: Option<Duration>,
+    /// Head profile: `session_hello` is a hello (seed: it gets `no_hello` like any frame).
+    pub session_hello: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,8 +181,17 @@ impl SessionTask {
             Ok(Value::Null) | Err(_) => return,
             Ok(raw) => raw,
         };
-        let is_hello = raw.get("type").and_then(Value::as_str) == Some("hello");
+        let kind = raw.get("type").and_then(Value::as_str);
+        let is_hello = kind == Some("hello");
+        let is_session_hello = self.config.session_hello && kind == Some("session_hello");
         match *auth {
+            Auth::AwaitHello | Auth::HelloPending if is_session_hello => {
+                *auth = Auth::HelloPending;
+                let _ = self.hub.send(HubCmd::SessionHello {
+                    conn: self.conn,
+                    raw,
+                });
+            }
             Auth::AwaitHello | Auth::HelloPending if is_hello => {
                 let typed = match decode_client(text) {
                     Ok(ClientFrame::Hello(hello)) => Some(Box::new(hello)),

@@ -1,7 +1,7 @@
 //! Frames of an authenticated connection other than `send` (BROKER-PROTOCOL §5): `list_peers`
 //! and its `peers_list`, `set_status`/`set_summary`/`set_stats`/`join_group`/`leave_group`
 //! (no reply), `set_visible`/`set_profile` (the `ack`-typed reply, and `peer_visible` /
-//! `peer_hidden` events), `client_ack` (accepted silently). Unknown types and frames whose
+//! `peer_hidden` events), `client_ack` (head: marks delivered; seed: ignored; never a reply). Unknown types and frames whose
 //! fields do not fit get no answer at all, as on the real broker.
 
 use std::collections::HashMap;
@@ -90,12 +90,14 @@ impl Hub {
                 let id = raw.get("id").and_then(Value::as_str).unwrap_or_default();
                 self.take_send_token(conn, id);
             }
-            // A second hello on an authenticated socket, `client_ack` (head; seed ignores the
-            // type), unknown types and other malformed frames: no answer.
-            ClientFrame::Hello(_)
-            | ClientFrame::ClientAck { .. }
-            | ClientFrame::Unknown { .. }
-            | ClientFrame::Malformed { .. } => {}
+            ClientFrame::ClientAck {
+                client_message_id,
+                broker_message_id,
+            } => self.on_client_ack(conn, client_message_id, broker_message_id),
+            // A second hello on an authenticated socket, unknown types and other malformed
+            // frames: no answer.
+            ClientFrame::Hello(_) | ClientFrame::Unknown { .. } | ClientFrame::Malformed { .. } => {
+            }
         }
     }
 
@@ -143,7 +145,7 @@ fn peer_entry(row: &Presence, live: &Presence) -> Peer {
         session_id: Some(row.session_id.clone()),
         connected_at: Some(iso_from_ms(row.connected_at)),
         cwd: Some(row.cwd.clone()),
-        peer_role: None,
+        peer_role: row.peer_role.map(str::to_owned),
         hostname: live.hostname.clone(),
         peer_type: live.peer_type.clone(),
         channel: live.channel.clone(),

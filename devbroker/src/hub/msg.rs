@@ -3,11 +3,13 @@
 //! answers each session through that session's own unbounded channel of [`Outgoing`]s, so the
 //! order in which the hub decides frames is the order in which they are written.
 //!
-//! [`DevBroker`]: crate::devbroker::DevBroker
+//! [`DevBroker`]: crate::DevBroker
 
 use claudemesh_actors::wire::{ClientFrame, Hello};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::inspect::{PresenceInfo, QueueRowInfo};
 
 /// Identifies one accepted WebSocket for its whole life (never reused within a broker run).
 pub type ConnId = u64;
@@ -30,6 +32,14 @@ pub enum HubCmd {
         raw: Value,
         /// The typed frame, `None` when it does not decode (the broker then stays silent).
         typed: Option<Box<Hello>>,
+    },
+    /// Head profile: a `session_hello` arrived on a connection that has not completed a hello
+    /// (validated from the raw JSON, §1.10).
+    SessionHello {
+        /// The connection.
+        conn: ConnId,
+        /// The whole frame.
+        raw: Value,
     },
     /// Any other decoded frame on an authenticated connection.
     Frame {
@@ -64,6 +74,16 @@ pub enum HubCmd {
     DropAll {
         /// Number of connections dropped.
         reply: oneshot::Sender<usize>,
+    },
+    /// Test view: every presence, online or leased.
+    Presences {
+        /// The presences, oldest first.
+        reply: oneshot::Sender<Vec<PresenceInfo>>,
+    },
+    /// Test view: every queue row with its delivery and claim state.
+    QueueRows {
+        /// The rows, oldest first.
+        reply: oneshot::Sender<Vec<QueueRowInfo>>,
     },
     /// Shutdown, first step: close every socket with 1001 `shutting down` and refuse new ones.
     Shutdown {

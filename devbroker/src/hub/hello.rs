@@ -1,7 +1,8 @@
-//! Hello handling (BROKER-PROTOCOL §1.2–§1.8): validation in the seed broker's order, member
-//! lookup in the database (so members added while the broker runs are seen), `session_replaced`
-//! dedupe, registration, the drain started before `hello_ack`, and the `peer_joined` /
-//! `peer_returned` event to the other members' connections.
+//! Member `hello` handling (BROKER-PROTOCOL §1.2–§1.8): validation in the seed broker's order,
+//! member lookup in the database (so members added while the broker runs are seen), (head) the
+//! lease reattach of `head_hello`, `session_replaced` dedupe, registration, the drain started
+//! before `hello_ack`, and the `peer_joined` / `peer_returned` event to the other members'
+//! connections.
 
 use claudemesh_actors::time::{iso_from_ms, now_ms};
 use claudemesh_actors::wire::{encode, BrokerFrame, Hello, HelloAck};
@@ -9,16 +10,16 @@ use serde_json::{json, Map, Value};
 
 use super::msg::{ConnId, Outgoing};
 use super::{Hub, Presence};
-use crate::devbroker::hello_check::{check_session_pubkey, check_signature};
-use crate::devbroker::ids::row_id;
-use crate::devbroker::peer_state::{self, PeerState};
-use crate::devbroker::state::{self, MemberRow};
+use crate::hello_check::{check_session_pubkey, check_signature};
+use crate::ids::row_id;
+use crate::peer_state::{self, PeerState};
+use crate::state::{self, MemberRow};
 
 /// Connections a mesh may hold at once (`MAX_CONNECTIONS_PER_MESH`).
 pub const MAX_CONNECTIONS_PER_MESH: usize = 100;
 
 /// How a hello ends when it does not succeed.
-enum Refusal {
+pub(super) enum Refusal {
     /// `error` frame, then close `close_code` with reason `reason`.
     Reject {
         code: &'static str,
@@ -30,7 +31,7 @@ enum Refusal {
     Silent,
 }
 
-fn reject(code: &'static str, message: String) -> Refusal {
+pub(super) fn reject(code: &'static str, message: String) -> Refusal {
     Refusal::Reject {
         code,
         message,
@@ -48,7 +49,13 @@ impl Hub {
             // A second hello on an authenticated socket is ignored (see docs/dev-broker.md).
             return;
         }
-        match self.admit(conn, raw, typed) {
+        let admitted = self.admit(conn, raw, typed);
+        self.answer_refusal(conn, admitted);
+    }
+
+    /// Answers a failed hello or `session_hello`: nothing, or the error frame and the close.
+    pub(super) fn answer_refusal(&mut self, conn: ConnId, result: Result<(), Refusal>) {
+        match result {
             Ok(()) => {}
             Err(Refusal::Silent) => self.send(conn, Outgoing::HelloSilent),
             Err(Refusal::Reject {
@@ -87,6 +94,9 @@ impl Hub {
         check_signature(raw, now_ms()).map_err(|r| reject(r.code(), r.message()))?;
         let member = self.lookup_member(mesh_id, raw)?;
         let hello = typed.ok_or(Refusal::Silent)?;
+        if self.head() && self.reattach_member(conn, &hello, &member, session_pubkey.as_deref()) {
+            return Ok(());
+        }
         let restored = peer_state::load_peer_state(&self.db, &member.mesh_id, &member.id)
             .unwrap_or_else(|err| {
                 log::warn!("dev broker: loading peer_state of {}: {err}", member.id);
@@ -124,6 +134,16 @@ impl Hub {
             .get("pubkey")
             .and_then(Value::as_str)
             .unwrap_or_default();
+        self.lookup_member_by_pubkey(mesh_id, pubkey, "hello rejected: unauthorized")
+    }
+
+    /// The member row with this exact pubkey, `revoked` or `unauthorized` (with that message).
+    pub(super) fn lookup_member_by_pubkey(
+        &self,
+        mesh_id: &str,
+        pubkey: &str,
+        unauthorized: &str,
+    ) -> Result<MemberRow, Refusal> {
         let rows = state::members_by_pubkey(&self.db, mesh_id, pubkey).map_err(|err| {
             log::warn!("dev broker: member lookup: {err}");
             Refusal::Silent
@@ -146,15 +166,12 @@ impl Hub {
                 reason: "banned",
             });
         }
-        Err(reject(
-            "unauthorized",
-            "hello rejected: unauthorized".into(),
-        ))
+        Err(reject("unauthorized", unauthorized.to_owned()))
     }
 
     /// Seed dedupe on `(meshId, sessionId)`: the old socket is closed 1000 `session_replaced`
-    /// and forgotten without `peer_left` (§1.8).
-    fn replace_session(&mut self, mesh_id: &str, session_id: &str) {
+    /// and forgotten without `peer_left` (§1.8); a leased presence (head) is just forgotten.
+    pub(super) fn replace_session(&mut self, mesh_id: &str, session_id: &str) {
         let old: Vec<ConnId> = self
             .mesh_conns(mesh_id)
             .into_iter()
@@ -162,6 +179,10 @@ impl Hub {
             .map(|(id, _)| id)
             .collect();
         for id in old {
+            if self.is_leased(id) {
+                self.conns.remove(&id);
+                continue;
+            }
             self.end_presence(id, false);
             self.send(
                 id,
@@ -211,6 +232,7 @@ impl Hub {
             peer_type: hello.peer_type.clone(),
             channel: hello.channel.clone(),
             model: hello.model.clone(),
+            peer_role: self.head().then_some("control-plane"),
         };
         if let Some(c) = self.conns.get_mut(&conn) {
             c.presence = Some(presence.clone());
@@ -220,7 +242,7 @@ impl Hub {
 }
 
 /// `hello.displayName || member.display_name` (JavaScript `||`: an empty name falls back).
-fn display_name(hello: &Hello, member: &MemberRow) -> String {
+pub(super) fn display_name(hello: &Hello, member: &MemberRow) -> String {
     match hello.display_name.as_deref() {
         Some(name) if !name.is_empty() => name.to_owned(),
         _ => member.display_name.clone(),
@@ -228,7 +250,7 @@ fn display_name(hello: &Hello, member: &MemberRow) -> String {
 }
 
 /// `hello_ack` as the seed broker builds it (§1.7), without `services` (see the recordings).
-fn hello_ack(
+pub(super) fn hello_ack(
     presence: &Presence,
     member: &MemberRow,
     hello: &Hello,

@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::devbroker::peer_state::{load_peer_state, save_peer_state, PeerState};
+use crate::peer_state::{load_peer_state, save_peer_state, PeerState};
 
 fn member(id: &str, name: &str) -> MemberRow {
     MemberRow {

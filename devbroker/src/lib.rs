@@ -4,31 +4,39 @@
 //! the inconvenient parts, so that a daemon that passes against it also works against the real
 //! one. What it reproduces and where it deliberately differs: `docs/dev-broker.md`.
 //!
+//! This crate is a library; the command lines `claudemeshd dev-mesh …` and
+//! `claudemeshd dev-broker …` live in the daemon crate (`src/cli/dev.rs`) and call into it.
+//!
 //! Layout:
-//! - [`cli`]: `claudemeshd dev-mesh …` and `claudemeshd dev-broker …` (their clap arguments and
-//!   runners).
 //! - `mesh`: `dev-mesh create`/`revoke` and the members' `config.json` files.
 //! - `state`, `queue`, `peer_state`: the SQLite state under `--state DIR`.
 //! - `server`: actix-web, the exact-`/ws` path rule; `session`: one task per WebSocket;
 //!   `hub`: the thread that owns the live state and routes every frame.
-//! - `hello_check`, `rate`, `ids`: pure helpers.
+//! - `hello_check`, `session_hello_check`, `rate`, `ids`: pure helpers.
+//! - `inspect`: the [`Profile`] switch and the read-only views tests observe.
+//!
+//! Two profiles ([`Profile`]): `seed` (the default) reproduces the seed broker; `head` the
+//! current one — offline lease, silent reattach, `session_hello`, 30 s claims released by a
+//! sweep and cleared by `client_ack`, `peerRole`, the stale-pong terminate.
 //!
 //! In-process use (tests): [`start`] returns a [`DevBroker`] handle with the controls a test
 //! needs — [`DevBroker::kick`], [`DevBroker::set_half_open`], [`DevBroker::drop_all`],
-//! [`DevBroker::stop`] — and a stopped broker can be started again on the same port.
+//! [`DevBroker::stop`] — the views [`DevBroker::presences`] and [`DevBroker::queue_rows`], and
+//! a stopped broker can be started again on the same port.
 //! [`start`] works inside any Tokio runtime, an actix `System` included.
 
-pub mod cli;
 mod error;
 mod hello_check;
 mod hub;
 mod ids;
+mod inspect;
 mod mesh;
 mod peer_state;
 mod queue;
 mod rate;
 mod server;
 mod session;
+mod session_hello_check;
 mod state;
 
 use std::net::SocketAddr;
@@ -43,6 +51,7 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 pub use error::DevBrokerError;
+pub use inspect::{PresenceInfo, Profile, QueueRowInfo};
 pub use mesh::{create_mesh, revoke_member, CreatedMember, MeshCreated, MESH_SLUG};
 pub use rate::RATE_LIMIT_ERROR;
 pub use state::MemberRow;
@@ -80,10 +89,27 @@ pub struct DevBrokerOptions {
     /// Terminate sockets whose last pong is older than this (head broker: 75 000); `None` =
     /// never (seed broker).
     pub stale_after_ms: Option<u64>,
+    /// Which real broker to reproduce (`seed` by default).
+    pub profile: Profile,
+    /// Head: how long a closed socket's presence stays listed in its offline lease.
+    pub grace_ms: u64,
+    /// Head: how long a drained row stays claimed before it can be pushed again.
+    pub claim_ms: u64,
+    /// Head: interval of the sweep that releases expired claims (it never pushes).
+    pub sweep_ms: u64,
 }
 
+/// Head profile default of [`DevBrokerOptions::grace_ms`] (`GRACE_MS`).
+pub const HEAD_GRACE_MS: u64 = 90_000;
+/// Head profile default of [`DevBrokerOptions::claim_ms`].
+pub const HEAD_CLAIM_MS: u64 = 30_000;
+/// Head profile default of [`DevBrokerOptions::sweep_ms`].
+pub const HEAD_SWEEP_MS: u64 = 15_000;
+/// Head profile default of [`DevBrokerOptions::stale_after_ms`].
+pub const HEAD_STALE_AFTER_MS: u64 = 75_000;
+
 impl DevBrokerOptions {
-    /// Real-broker defaults: rate limit on, no dedupe, pings every 30 s, no stale terminate.
+    /// Seed-broker defaults: rate limit on, no dedupe, pings every 30 s, no stale terminate.
     pub fn new(state_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
         DevBrokerOptions {
             state_dir: state_dir.into(),
@@ -92,6 +118,20 @@ impl DevBrokerOptions {
             dedupe: false,
             ping_interval_ms: 30_000,
             stale_after_ms: None,
+            profile: Profile::Seed,
+            grace_ms: HEAD_GRACE_MS,
+            claim_ms: HEAD_CLAIM_MS,
+            sweep_ms: HEAD_SWEEP_MS,
+        }
+    }
+
+    /// Head-broker defaults: as [`DevBrokerOptions::new`] with `profile: Head`, a 90 s lease,
+    /// 30 s claims, a 15 s claim sweep and the 75 s stale-pong terminate.
+    pub fn head(state_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        DevBrokerOptions {
+            profile: Profile::Head,
+            stale_after_ms: Some(HEAD_STALE_AFTER_MS),
+            ..DevBrokerOptions::new(state_dir, listen)
         }
     }
 }
@@ -117,6 +157,10 @@ pub async fn start(opts: DevBrokerOptions) -> Result<DevBroker, DevBrokerError> 
             state_dir: opts.state_dir.clone(),
             rate_limit: opts.rate_limit,
             dedupe: opts.dedupe,
+            profile: opts.profile,
+            grace: Duration::from_millis(opts.grace_ms),
+            claim_ms: opts.claim_ms,
+            sweep: Duration::from_millis(opts.sweep_ms.max(1)),
         },
     );
     let hub_thread = std::thread::Builder::new()
@@ -130,6 +174,7 @@ pub async fn start(opts: DevBrokerOptions) -> Result<DevBroker, DevBrokerError> 
         session: SessionConfig {
             ping_interval: Duration::from_millis(opts.ping_interval_ms),
             stale_after: opts.stale_after_ms.map(Duration::from_millis),
+            session_hello: opts.profile == Profile::Head,
         },
         live: live.clone(),
     });
@@ -215,6 +260,17 @@ impl DevBroker {
     /// Drops every socket without a close frame (the client sees 1006). Returns how many.
     pub async fn drop_all(&self) -> Result<usize, DevBrokerError> {
         self.ask(|reply| HubCmd::DropAll { reply }).await
+    }
+
+    /// Every presence the broker holds, oldest first — online ones and (head profile) those in
+    /// their offline lease, with the lease's remaining time.
+    pub async fn presences(&self) -> Result<Vec<PresenceInfo>, DevBrokerError> {
+        self.ask(|reply| HubCmd::Presences { reply }).await
+    }
+
+    /// Every queue row, oldest first, with its delivery and (head profile) claim state.
+    pub async fn queue_rows(&self) -> Result<Vec<QueueRowInfo>, DevBrokerError> {
+        self.ask(|reply| HubCmd::QueueRows { reply }).await
     }
 
     /// Stops like the real broker on SIGTERM: every socket is closed 1001 `shutting down`,

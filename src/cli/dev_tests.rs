@@ -66,6 +66,47 @@ fn the_spec_command_lines_parse_with_their_defaults() {
         (all.ping_interval_ms, all.stale_after_ms),
         (100, Some(75_000))
     );
+    let seed = broker_options(all);
+    assert_eq!(seed.profile, Profile::Seed);
+}
+
+#[test]
+fn the_head_profile_and_its_timings_parse_with_the_spec_defaults() {
+    let Top::DevBroker(seed) = parse("x dev-broker --state S") else {
+        panic!("not dev-broker");
+    };
+    assert_eq!(seed.profile, Profile::Seed);
+    let seed = broker_options(seed);
+    assert_eq!((seed.profile, seed.stale_after_ms), (Profile::Seed, None));
+    let Top::DevBroker(head) = parse("x dev-broker --state S --profile head") else {
+        panic!("not dev-broker");
+    };
+    assert_eq!(
+        (head.grace_ms, head.claim_ms, head.sweep_ms),
+        (90_000, 30_000, 15_000)
+    );
+    let head = broker_options(head);
+    assert_eq!(
+        (head.profile, head.stale_after_ms),
+        (Profile::Head, Some(75_000))
+    );
+    let Top::DevBroker(short) = parse(
+        "x dev-broker --state S --profile head --grace-ms 3000 --claim-ms 2000 --sweep-ms 1000 \
+         --stale-after-ms 500",
+    ) else {
+        panic!("not dev-broker");
+    };
+    let short = broker_options(short);
+    assert_eq!(
+        (
+            short.grace_ms,
+            short.claim_ms,
+            short.sweep_ms,
+            short.stale_after_ms
+        ),
+        (3_000, 2_000, 1_000, Some(500))
+    );
+    assert!(Cli::try_parse_from(["x", "dev-broker", "--state", "S", "--profile", "tip"]).is_err());
 }
 
 #[test]

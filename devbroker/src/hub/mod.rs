@@ -3,25 +3,36 @@
 //! [`HubCmd`] at a time, so every decision (validate a hello, route a send, drain a queue, fan
 //! out an event) is atomic with respect to every other, like one actor's mailbox.
 //!
-//! - `hello`: hello validation in the broker's order, registration, drain-before-ack, the
-//!   `peer_joined`/`peer_returned` event.
-//! - `send`: the `send` pipeline (rate limit, size, `--dedupe`, pre-flight, queue, ack, fan-out)
-//!   and the drain.
+//! - `hello`: member-`hello` validation in the broker's order, registration, drain-before-ack,
+//!   the `peer_joined`/`peer_returned` event; `head_hello`: the head profile's lease reattach
+//!   and `session_hello`.
+//! - `send`: the `send` pipeline (rate limit, size, `--dedupe`, pre-flight, queue, ack,
+//!   fan-out); `drain`: the drain (seed: at most once; head: claims) and `client_ack`.
 //! - `peers`: `list_peers` and the `set_*`/group frames.
+//! - `lifecycle`: closes (seed: `peer_left`; head: the offline lease), lease expiry, the claim
+//!   sweep, kicks and revocations.
 //!
 //! Invariants:
 //! - A connection has a [`Presence`] only between its successful hello and its close, kick,
 //!   ban or replacement; only connections with a presence receive pushes and events, and only
-//!   they are routed to.
+//!   they are routed to. Head profile: a closed connection whose presence was online stays in
+//!   the map as *leased* (`lease_until` set, its socket gone) until a reattach moves the
+//!   presence to the new connection or the lease expires; it is listed and routed to, and
+//!   whatever is written to it is lost, like the real broker's `sendToPeer` on a dead socket.
 //! - A presence removed by kick, ban (revocation) or `session_replaced` produces no `peer_left`
 //!   and saves no `peer_state` (the real broker's close handler finds no entry); a presence
-//!   removed by a close does both.
+//!   removed by a close (seed) or by its lease expiring (head) sends `peer_left`; its
+//!   `peer_state` is saved at the close.
 //! - Every member change made by `dev-mesh` is seen without a restart: members are read from
 //!   the database at each hello and send; revocations are polled every 200 ms.
 
+mod drain;
+mod head_hello;
 mod hello;
+mod lifecycle;
 pub mod msg;
 mod peers;
+mod presence;
 mod send;
 
 use std::collections::HashMap;
@@ -30,17 +41,18 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use claudemesh_actors::time::{iso_from_ms, now_ms};
-use claudemesh_actors::wire::{encode, BrokerFrame, Group, Push};
+use claudemesh_actors::wire::{encode, BrokerFrame, Push};
 use rusqlite::Connection;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
+pub use self::presence::Presence;
 pub use self::send::{FINGERPRINT_MISMATCH_ERROR, GRANTS_ERROR, MAX_MESSAGE_BYTES, NO_PEER_ERROR};
 
 use self::msg::{ConnId, HubCmd, Outgoing};
 use super::ids::uuid_v4;
-use super::peer_state::{self, PeerState};
+use super::inspect::Profile;
+use super::queue;
 use super::rate::RateLimiter;
-use super::state;
 
 /// How often revocations made by `dev-mesh revoke` are looked for.
 const REVOKE_POLL: Duration = Duration::from_millis(200);
@@ -54,68 +66,24 @@ pub struct HubOptions {
     pub rate_limit: bool,
     /// SPEC §11 broker-side idempotency on `(mesh, client_message_id)`.
     pub dedupe: bool,
+    /// Which broker to reproduce.
+    pub profile: Profile,
+    /// Head: the offline lease of a closed presence.
+    pub grace: Duration,
+    /// Head: how long a drained row stays claimed, in ms.
+    pub claim_ms: u64,
+    /// Head: interval of the expired-claim sweep.
+    pub sweep: Duration,
 }
 
-/// One authenticated connection's in-memory entry (the broker's `connections` map).
-#[derive(Clone, Debug)]
-pub struct Presence {
-    /// 32-character presence id (sent in `hello_ack`).
-    pub presence_id: String,
-    /// Registration order, to keep `list_peers` stable within one millisecond.
-    pub seq: u64,
-    /// `hello.meshId`.
-    pub mesh_id: String,
-    /// The member row's id.
-    pub member_id: String,
-    /// The member's pubkey.
-    pub member_pubkey: String,
-    /// `hello.sessionPubkey`, when set.
-    pub session_pubkey: Option<String>,
-    /// `hello.sessionId` (the dedupe key).
-    pub session_id: String,
-    /// `hello.displayName || member.display_name`.
-    pub display_name: String,
-    /// Current groups.
-    pub groups: Vec<Group>,
-    /// `set_visible`; hidden presences get no multicast and are not listed to other members.
-    pub visible: bool,
-    /// `set_profile` fields.
-    pub profile: Map<String, Value>,
-    /// `idle` | `working` | `dnd`.
-    pub status: String,
-    /// `set_summary`; `None` until set (listed as `null`).
-    pub summary: Option<String>,
-    /// `set_stats`, when received.
-    pub stats: Option<Value>,
-    /// Hello time, unix ms.
-    pub connected_at: i64,
-    /// `hello.cwd`.
-    pub cwd: String,
-    /// `hello.hostname`.
-    pub hostname: Option<String>,
-    /// `hello.peerType`.
-    pub peer_type: Option<String>,
-    /// `hello.channel`.
-    pub channel: Option<String>,
-    /// `hello.model`.
-    pub model: Option<String>,
-}
-
-impl Presence {
-    /// The routing identity: the session pubkey if any, else the member pubkey (§3.2).
-    pub fn routing_pubkey(&self) -> &str {
-        self.session_pubkey
-            .as_deref()
-            .unwrap_or(&self.member_pubkey)
-    }
-}
-
-/// One accepted socket.
+/// One accepted socket — or, head profile, the dead socket of a leased presence.
 struct Conn {
-    /// Where its outgoing frames go.
+    /// Where its outgoing frames go (nowhere once the socket is gone).
     tx: tokio::sync::mpsc::UnboundedSender<Outgoing>,
     /// Set between a successful hello and the end of the presence.
     presence: Option<Presence>,
+    /// Head: set when the socket closed and the presence entered its offline lease.
+    lease_until: Option<Instant>,
 }
 
 /// The hub's state; see the module docs.
@@ -141,19 +109,43 @@ impl Hub {
         }
     }
 
-    /// Handles commands until [`HubCmd::Exit`] or until every sender is gone, polling for
-    /// revocations in between.
+    fn head(&self) -> bool {
+        self.opts.profile == Profile::Head
+    }
+
+    /// Handles commands until [`HubCmd::Exit`] or until every sender is gone; in between,
+    /// polls for revocations and (head) expires leases and sweeps expired claims.
     pub fn run(mut self, rx: Receiver<HubCmd>) {
-        let mut last_poll = Instant::now();
+        let mut next_poll = Instant::now() + REVOKE_POLL;
+        let mut next_sweep = Instant::now() + self.opts.sweep;
         loop {
-            match rx.recv_timeout(REVOKE_POLL) {
+            let mut wake = next_poll;
+            if self.head() {
+                wake = wake.min(next_sweep);
+                if let Some(lease) = self.next_lease_end() {
+                    wake = wake.min(lease);
+                }
+            }
+            match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
                 Ok(HubCmd::Exit) | Err(RecvTimeoutError::Disconnected) => break,
                 Ok(cmd) => self.handle(cmd),
                 Err(RecvTimeoutError::Timeout) => {}
             }
-            if last_poll.elapsed() >= REVOKE_POLL {
-                last_poll = Instant::now();
+            let now = Instant::now();
+            if now >= next_poll {
+                next_poll = now + REVOKE_POLL;
                 self.poll_revocations();
+            }
+            if self.head() {
+                self.expire_leases(now);
+                if now >= next_sweep {
+                    next_sweep = now + self.opts.sweep;
+                    match queue::release_expired_claims(&self.db, now_ms()) {
+                        Ok(0) => {}
+                        Ok(n) => log::debug!("dev broker: {n} expired claims released"),
+                        Err(err) => log::warn!("dev broker: claim sweep: {err}"),
+                    }
+                }
             }
         }
         log::debug!(
@@ -171,30 +163,49 @@ impl Hub {
                         reason: "shutting down".into(),
                     });
                 }
-                self.conns.insert(conn, Conn { tx, presence: None });
+                let entry = Conn {
+                    tx,
+                    presence: None,
+                    lease_until: None,
+                };
+                self.conns.insert(conn, entry);
             }
             HubCmd::Hello { conn, raw, typed } => self.on_hello(conn, &raw, typed.map(|h| *h)),
+            HubCmd::SessionHello { conn, raw } => self.on_session_hello(conn, &raw),
             HubCmd::Frame { conn, frame } => self.on_frame(conn, *frame),
             HubCmd::Closed { conn } => self.on_closed(conn),
             HubCmd::Kick { who, reply } => {
                 let _ = reply.send(self.close_member(&who, 4001, "kicked"));
             }
             HubCmd::HalfOpen { who, on, reply } => {
-                let targets = self.conns_of(&who);
+                let targets = self.live_conns_of(&who);
                 for conn in &targets {
                     self.send(*conn, Outgoing::HalfOpen(on));
                 }
                 let _ = reply.send(targets.len());
             }
             HubCmd::DropAll { reply } => {
-                let count = self.conns.len();
-                for conn in self.conns.values() {
+                let live = self.conns.values().filter(|c| c.lease_until.is_none());
+                let mut count = 0;
+                for conn in live {
                     let _ = conn.tx.send(Outgoing::Terminate);
+                    count += 1;
                 }
                 let _ = reply.send(count);
             }
+            HubCmd::Presences { reply } => {
+                let _ = reply.send(self.presence_infos());
+            }
+            HubCmd::QueueRows { reply } => {
+                let rows = queue::list_rows(&self.db).unwrap_or_else(|err| {
+                    log::warn!("dev broker: listing the queue: {err}");
+                    Vec::new()
+                });
+                let _ = reply.send(rows);
+            }
             HubCmd::Shutdown { reply } => {
                 self.shutting_down = true;
+                self.conns.retain(|_, c| c.lease_until.is_none());
                 let ids: Vec<ConnId> = self.conns.keys().copied().collect();
                 for conn in ids {
                     self.end_presence(conn, true);
@@ -212,7 +223,7 @@ impl Hub {
         }
     }
 
-    /// Writes `out` to `conn` if it is still there.
+    /// Writes `out` to `conn` if it is still there (lost if its socket is gone).
     fn send(&self, conn: ConnId, out: Outgoing) {
         if let Some(c) = self.conns.get(&conn) {
             let _ = c.tx.send(out);
@@ -232,7 +243,7 @@ impl Hub {
         self.conns.get_mut(&conn).and_then(|c| c.presence.as_mut())
     }
 
-    /// Authenticated connections of `mesh_id`, in registration order.
+    /// Presences of `mesh_id` (leased ones included), in registration order.
     fn mesh_conns(&self, mesh_id: &str) -> Vec<(ConnId, &Presence)> {
         let mut list: Vec<(ConnId, &Presence)> = self
             .conns
@@ -284,115 +295,6 @@ impl Hub {
                 continue;
             }
             self.send(id, Outgoing::Text(text.clone()));
-        }
-    }
-
-    fn on_closed(&mut self, conn: ConnId) {
-        if let Some(presence) = self.end_presence(conn, true) {
-            let data = json!({"name": presence.display_name, "pubkey": presence.routing_pubkey()});
-            self.broadcast_event(&presence, conn, "peer_left", data, false);
-        }
-        self.conns.remove(&conn);
-    }
-
-    /// Removes `conn`'s presence; with `save`, stores the member's `peer_state` first.
-    fn end_presence(&mut self, conn: ConnId, save: bool) -> Option<Presence> {
-        let presence = self.conns.get_mut(&conn)?.presence.take()?;
-        if save {
-            let stats = match &presence.stats {
-                Some(Value::Object(map)) => map.clone(),
-                _ => Map::new(),
-            };
-            let saved = PeerState {
-                groups: presence.groups.clone(),
-                summary: presence.summary.clone().unwrap_or_default(),
-                visible: presence.visible,
-                profile: presence.profile.clone(),
-                stats,
-                last_seen_at: now_ms(),
-            };
-            if let Err(err) = peer_state::save_peer_state(
-                &self.db,
-                &presence.mesh_id,
-                &presence.member_id,
-                &saved,
-            ) {
-                log::warn!(
-                    "dev broker: saving peer_state of {}: {err}",
-                    presence.member_id
-                );
-            }
-        }
-        Some(presence)
-    }
-
-    /// Connections matching a member name, member pubkey or session pubkey.
-    fn conns_of(&self, who: &str) -> Vec<ConnId> {
-        let member_ids: Vec<String> = state::mesh(&self.db)
-            .ok()
-            .flatten()
-            .and_then(|mesh| state::members(&self.db, &mesh.id).ok())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| m.name == who || m.pubkey == who)
-            .map(|m| m.id)
-            .collect();
-        self.conns
-            .iter()
-            .filter(|(_, c)| {
-                c.presence.as_ref().is_some_and(|p| {
-                    member_ids.contains(&p.member_id)
-                        || p.member_pubkey == who
-                        || p.session_pubkey.as_deref() == Some(who)
-                })
-            })
-            .map(|(id, _)| *id)
-            .collect()
-    }
-
-    /// Closes every connection of `who` with `code`/`reason`, without `peer_left`.
-    fn close_member(&mut self, who: &str, code: u16, reason: &str) -> usize {
-        let targets = self.conns_of(who);
-        for conn in &targets {
-            self.end_presence(*conn, false);
-            self.send(
-                *conn,
-                Outgoing::Close {
-                    code,
-                    reason: reason.to_owned(),
-                },
-            );
-        }
-        targets.len()
-    }
-
-    fn poll_revocations(&mut self) {
-        let revoked = match state::revoked_member_ids(&self.db) {
-            Ok(ids) => ids,
-            Err(err) => {
-                log::warn!("dev broker: polling revocations: {err}");
-                return;
-            }
-        };
-        let banned: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                c.presence
-                    .as_ref()
-                    .is_some_and(|p| revoked.contains(&p.member_id))
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for conn in banned {
-            self.end_presence(conn, false);
-            self.send(
-                conn,
-                Outgoing::Close {
-                    code: 4002,
-                    reason: "banned".into(),
-                },
-            );
         }
     }
 }

@@ -1,11 +1,11 @@
 //! `send` (BROKER-PROTOCOL §2.3, in order: rate limit, size, `--dedupe`, direct pre-flight with
-//! grants, queue insert, **ack**, fan-out) and the drain (§7.1) that delivers queued rows in the
-//! minimal envelope.
+//! grants, queue insert, **ack**, fan-out); the drain it triggers is in `drain`.
 //!
 //! Invariants: DMs are never pushed live — they are queued and delivered by draining each
 //! recipient connection, after the sender's ack was queued; multicast is pushed live to the
 //! other members' visible connections and its row marked delivered at once, so offline members
-//! never get it; `#topic` rows are queued and never pushed live (the dev broker has no topic
+//! never get it; head profile: a presence in its offline lease is a DM candidate (`queued:true`)
+//! and is drained into its dead socket, so the row is claimed and lost until the claim expires; `#topic` rows are queued and never pushed live (the dev broker has no topic
 //! membership, so no drain ever selects them).
 
 use std::collections::HashMap;
@@ -15,10 +15,10 @@ use claudemesh_actors::wire::{encode, Ack, BrokerFrame, Push, SendFrame};
 
 use super::msg::{ConnId, Outgoing};
 use super::{Hub, Presence};
-use crate::devbroker::ids::row_id;
-use crate::devbroker::queue::{self, QueueRow};
-use crate::devbroker::rate::RATE_LIMIT_ERROR;
-use crate::devbroker::state::{self, MemberRow};
+use crate::ids::row_id;
+use crate::queue::{self, QueueRow};
+use crate::rate::RATE_LIMIT_ERROR;
+use crate::state::{self, MemberRow};
 
 /// `MAX_MESSAGE_BYTES`: the broker's limit on ciphertext + nonce + targetSpec lengths.
 pub const MAX_MESSAGE_BYTES: usize = 65_536;
@@ -289,60 +289,6 @@ impl Hub {
             if self.allows(members, id, sender, "broadcast") {
                 self.send(id, Outgoing::Text(text.clone()));
             }
-        }
-    }
-
-    /// Delivers `conn`'s queued rows that its status lets through (§7.1), in the minimal
-    /// envelope. A manual `working` does not survive a drain (the broker re-infers `idle`); only
-    /// `dnd` holds `next`/`low` back.
-    pub(super) fn drain(&mut self, conn: ConnId) {
-        let Some(p) = self.presence_mut(conn) else {
-            return;
-        };
-        if p.status != "dnd" {
-            p.status = "idle".into();
-        }
-        let priorities: &[&str] = if p.status == "dnd" {
-            &["now"]
-        } else {
-            &["now", "next", "low"]
-        };
-        let mut targets = vec![p.member_pubkey.clone(), "*".into(), "@all".into()];
-        targets.extend(p.session_pubkey.clone());
-        targets.extend(p.groups.iter().map(|g| format!("@{}", g.name)));
-        let mesh_id = p.mesh_id.clone();
-        let rows =
-            match queue::claim_for_drain(&mut self.db, &mesh_id, &targets, priorities, now_ms()) {
-                Ok(rows) => rows,
-                Err(err) => {
-                    log::warn!("dev broker: drain: {err}");
-                    return;
-                }
-            };
-        for drained in rows {
-            let row = drained.row;
-            let push = BrokerFrame::Push(Push {
-                message_id: row.id,
-                mesh_id: row.mesh_id,
-                sender_pubkey: row
-                    .sender_session_pubkey
-                    .unwrap_or(drained.sender_member_pubkey),
-                sender_member_pubkey: None,
-                sender_member_id: None,
-                sender_name: None,
-                topic: None,
-                reply_to_id: None,
-                priority: row.priority,
-                nonce: row.nonce,
-                ciphertext: row.ciphertext,
-                created_at: iso_from_ms(row.created_at),
-                subtype: None,
-                event: None,
-                event_data: None,
-                client_message_id: None,
-                request_fingerprint: None,
-            });
-            self.send_frame(conn, &push);
         }
     }
 }

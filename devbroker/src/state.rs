@@ -8,8 +8,9 @@
 //!   timeout, so `dev-mesh create`/`revoke` can write while a broker runs, and the broker sees
 //!   the change at its next read (members are read at every hello, revocations polled).
 //! - Migrations are numbered (`PRAGMA user_version`), forward-only, one transaction each.
-//! - Times are unix milliseconds. A queue row is delivered at most once: the drain marks it
-//!   delivered in the same transaction that selects it (seed claim semantics, §7.2).
+//! - Times are unix milliseconds. Seed profile: a queue row is delivered at most once — the
+//!   drain marks it delivered in the same transaction that selects it (§7.2). Head profile: the
+//!   drain sets the claim columns (migration 2) and only `client_ack` marks it delivered.
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +23,8 @@ use super::error::DevBrokerError;
 /// File name of the state database inside the state directory.
 pub const DB_FILE: &str = "broker.db";
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE mesh (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
@@ -69,7 +71,13 @@ CREATE TABLE peer_state (
     last_seen_at  INTEGER NOT NULL,
     PRIMARY KEY (mesh_id, member_id)
 );
-"#];
+"#,
+    r#"
+ALTER TABLE queue ADD COLUMN claimed_at INTEGER;
+ALTER TABLE queue ADD COLUMN claim_id TEXT;
+ALTER TABLE queue ADD COLUMN claim_expires_at INTEGER;
+"#,
+];
 
 /// The mesh of a state directory.
 #[derive(Clone, Debug, PartialEq, Eq)]

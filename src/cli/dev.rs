@@ -12,7 +12,10 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::{create_mesh, revoke_member, start, DevBrokerOptions};
+use claudemesh_devbroker::{
+    create_mesh, revoke_member, start, DevBrokerOptions, Profile, HEAD_CLAIM_MS, HEAD_GRACE_MS,
+    HEAD_STALE_AFTER_MS, HEAD_SWEEP_MS,
+};
 
 /// `claudemeshd dev-mesh`: manage the mesh of a dev broker state directory.
 #[derive(clap::Args, Debug)]
@@ -60,7 +63,8 @@ pub enum DevMeshCmd {
 }
 
 /// `claudemeshd dev-broker`: a local stand-in for the claudemesh broker, for development,
-/// demos and tests only — not a production broker.
+/// demos and tests only — not a production broker. `--profile head` reproduces the current
+/// broker (docs/dev-broker.md).
 #[derive(clap::Args, Debug)]
 pub struct DevBrokerArgs {
     /// State directory holding the mesh made by `dev-mesh create` (and the message queue).
@@ -81,9 +85,25 @@ pub struct DevBrokerArgs {
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub ping_interval_ms: u64,
     /// Terminate (no close frame) sockets that have not answered a ping for this long, in
-    /// milliseconds, like the newest brokers (75000); off by default, like the seed broker.
+    /// milliseconds; default: off under `--profile seed`, 75000 under `--profile head`.
     #[arg(long, value_name = "MS")]
     pub stale_after_ms: Option<u64>,
+    /// Which claudemesh broker to reproduce: `seed` (v0.9.0) or `head` (the current broker:
+    /// offline lease, silent reattach, session_hello, claims until client_ack, peerRole).
+    #[arg(long, value_name = "PROFILE", default_value_t = Profile::Seed)]
+    pub profile: Profile,
+    /// Head: how long a closed socket's presence stays listed (and DMs to it queue) before
+    /// `peer_left`, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = HEAD_GRACE_MS)]
+    pub grace_ms: u64,
+    /// Head: how long a pushed DM stays claimed before a later drain may push it again, in
+    /// milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = HEAD_CLAIM_MS)]
+    pub claim_ms: u64,
+    /// Head: interval of the sweep that releases expired claims (it never pushes), in
+    /// milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = HEAD_SWEEP_MS)]
+    pub sweep_ms: u64,
 }
 
 /// Writes one line to stdout and flushes; a closed stdout is not an error worth dying for.
@@ -167,14 +187,7 @@ pub async fn serve(
     ready: impl FnOnce(&str),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> i32 {
-    let opts = DevBrokerOptions {
-        state_dir: args.state,
-        listen: args.listen,
-        rate_limit: !args.no_rate_limit,
-        dedupe: args.dedupe,
-        ping_interval_ms: args.ping_interval_ms,
-        stale_after_ms: args.stale_after_ms,
-    };
+    let opts = broker_options(args);
     let broker = match start(opts).await {
         Ok(broker) => broker,
         Err(err) => {
@@ -193,6 +206,26 @@ pub async fn serve(
     }
 }
 
+/// The in-process options of a `dev-broker` command line; `--stale-after-ms` defaults by
+/// profile (seed: off, head: 75 000).
+pub fn broker_options(args: DevBrokerArgs) -> DevBrokerOptions {
+    DevBrokerOptions {
+        state_dir: args.state,
+        listen: args.listen,
+        rate_limit: !args.no_rate_limit,
+        dedupe: args.dedupe,
+        ping_interval_ms: args.ping_interval_ms,
+        stale_after_ms: args.stale_after_ms.or(match args.profile {
+            Profile::Seed => None,
+            Profile::Head => Some(HEAD_STALE_AFTER_MS),
+        }),
+        profile: args.profile,
+        grace_ms: args.grace_ms,
+        claim_ms: args.claim_ms,
+        sweep_ms: args.sweep_ms,
+    }
+}
+
 #[cfg(test)]
-#[path = "cli_tests.rs"]
+#[path = "dev_tests.rs"]
 mod tests;
