@@ -166,6 +166,11 @@ fn check_delivered_within_bound(stop: impl FnOnce(&mut Daemon)) {
     let w = head_world();
     let (alice, bob, dms, restarted) = bob_away_and_back(&w, "4000", stop);
     let got = inbox_within(&bob, &dms, BOUND, restarted);
+    eprintln!(
+        "{} of 5 DMs in bob's inbox {:?} after the restart",
+        got.len(),
+        restarted.elapsed()
+    );
     assert_each_once(&got, &dms);
     // One presence: the restart reattached to the leased one (stable session id).
     assert_eq!(presences_of(&alice, &w.pubkey("bob")), 1);
