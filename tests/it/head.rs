@@ -345,3 +345,75 @@ fn a_late_ack_after_the_row_was_sent_again_is_counted_and_the_copy_is_harmless()
         "the second copy is deduplicated"
     );
 }
+
+#[test]
+fn last_error_is_cleared_when_the_link_opens_again() {
+    let mut w = World::new("alice,bob", &["--no-rate-limit"]);
+    let alice = Daemon::start(&w.config_dir("alice"), &[]);
+    let before = alice.get("/v1/health").expect("health").json();
+    w.restart_broker(&["--no-rate-limit"]);
+    // The link drops (1001 from the stopping broker) and opens again on the new broker.
+    let reopened = wait_until(Duration::from_secs(20), || {
+        let h = alice.get("/v1/health").expect("health").json();
+        h["meshes"][0]["broker_status"] == "open"
+            && h["meshes"][0]["connected_since"] != before["meshes"][0]["connected_since"]
+    });
+    assert!(reopened, "{}", alice.log());
+    let h = alice.get("/v1/health").expect("health").json();
+    assert_eq!(h["meshes"][0]["last_error"], Value::Null, "{h}");
+    assert!(
+        alice.log().contains("broker link lost"),
+        "the link did drop"
+    );
+}
+
+/// `claudemeshd status --json` for the daemon of `config`.
+fn status_json(config: &Path) -> Value {
+    let o = std::process::Command::new(BIN)
+        .args(["status", "--json"])
+        .env("CLAUDEMESH_CONFIG_DIR", config)
+        .env_remove("CLAUDEMESH_DAEMON_DIR")
+        .output()
+        .expect("status");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("status --json is JSON")
+}
+
+#[test]
+fn the_session_id_is_created_once_and_kept_across_restarts() {
+    let w = World::new("alice,bob", &["--no-rate-limit"]);
+    let config = w.config_dir("bob");
+    let mut bob = Daemon::start(&config, &[]);
+    let first = status_json(&config)["meshes"][0]["session_id"]
+        .as_str()
+        .expect("session_id")
+        .to_string();
+    let hex = first.strip_prefix("daemon-").expect("daemon- prefix");
+    assert!(
+        hex.len() == 16
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
+    let file = bob.daemon_dir.join("session-id");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file)
+        .expect("session-id")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(bob.stop(), Some(0));
+    let mut bob = Daemon::start(&config, &[]);
+    assert_eq!(
+        status_json(&config)["meshes"][0]["session_id"],
+        first.as_str()
+    );
+    bob.kill9();
+    let _bob = Daemon::start(&config, &[]);
+    assert_eq!(
+        status_json(&config)["meshes"][0]["session_id"],
+        first.as_str()
+    );
+    assert_eq!(std::fs::read_to_string(&file).expect("read").trim(), first);
+}

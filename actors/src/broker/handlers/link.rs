@@ -28,6 +28,10 @@ impl BrokerConnection {
                 return;
             }
             act.reattach_pending = true;
+            // The drainer claims nothing for this link until the reattached one is up.
+            act.peers_out.drainer.do_send(LinkEvent::Down {
+                mesh: act.slug().to_string(),
+            });
             act.acks_settled(ctx);
         });
     }
