@@ -110,12 +110,17 @@ fn assert_each_once(got: &[String], want: &[String]) {
 
 /// `message` events in `d`'s journal, replayed from the start over SSE.
 fn message_events(d: &Daemon) -> usize {
+    events(d, "message")
+}
+
+/// Events of `kind` in `d`'s journal, replayed from the start over SSE.
+fn events(d: &Daemon, kind: &str) -> usize {
     let mut s = UnixStream::connect(d.socket()).expect("connect");
     s.set_read_timeout(Some(Duration::from_millis(1500)))
         .expect("timeout");
     write!(
         s,
-        "GET /v1/events?kinds=message HTTP/1.1\r\nHost: localhost\r\nLast-Event-ID: 0\r\n\r\n"
+        "GET /v1/events?kinds={kind} HTTP/1.1\r\nHost: localhost\r\nLast-Event-ID: 0\r\n\r\n"
     )
     .expect("write");
     let mut r = BufReader::new(s);
@@ -126,7 +131,7 @@ fn message_events(d: &Daemon) -> usize {
         line.clear();
         match r.read_line(&mut line) {
             Ok(0) | Err(_) => break,
-            Ok(_) if line.trim_end() == "event: message" => n += 1,
+            Ok(_) if line.trim_end().strip_prefix("event: ") == Some(kind) => n += 1,
             Ok(_) => {}
         }
     }
@@ -172,8 +177,11 @@ fn check_delivered_within_bound(stop: impl FnOnce(&mut Daemon)) {
         restarted.elapsed()
     );
     assert_each_once(&got, &dms);
-    // One presence: the restart reattached to the leased one (stable session id).
+    // One presence: the restart and the nudge reattached to the leased one (stable session
+    // id) silently: alice saw bob join once, when he first came, and never leave.
     assert_eq!(presences_of(&alice, &w.pubkey("bob")), 1);
+    assert_eq!(events(&alice, "peer_join"), 1);
+    assert_eq!(events(&alice, "peer_leave"), 0);
     assert_eq!(counter(&bob, "redelivery_nudges"), 1, "{}", bob.log());
     assert_eq!(message_events(&bob), 5, "one SSE event per DM");
     let health = bob.get("/v1/health").expect("health").json();
