@@ -6,6 +6,7 @@
 mod cli;
 mod harness;
 mod head;
+mod late_acks;
 mod reload;
 mod runtime;
 mod security;
