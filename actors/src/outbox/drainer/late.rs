@@ -148,7 +148,11 @@ impl OutboxDrainer {
                 });
                 self.flush_updates(ctx);
             }
-            LateVerdict::Held => {}
+            LateVerdict::Held => {
+                // Its timeout, still on the way, will be applied as this ack.
+                log::info!("outbox {client_message_id}: late ack overtook its timeout; credited");
+                Metrics::inc(&self.metrics.late_acks_credited);
+            }
             LateVerdict::AfterResend => {
                 Metrics::inc(&self.metrics.late_acks_after_resend);
                 log::warn!(
