@@ -9,7 +9,8 @@
 //!
 //! Layout:
 //! - `mesh`: `dev-mesh create`/`revoke` and the members' `config.json` files.
-//! - `state`, `queue`, `peer_state`: the SQLite state under `--state DIR`.
+//! - `state`, `queue`, `peer_state`, `presence_table`: the SQLite state under `--state DIR`
+//!   (the last one a mirror of the live presences, read by [`presences_in`]).
 //! - `server`: actix-web, the exact-`/ws` path rule; `session`: one task per WebSocket;
 //!   `hub`: the thread that owns the live state and routes every frame.
 //! - `hello_check`, `session_hello_check`, `rate`, `ids`: pure helpers.
@@ -32,6 +33,7 @@ mod ids;
 mod inspect;
 mod mesh;
 mod peer_state;
+mod presence_table;
 mod queue;
 mod rate;
 mod server;
@@ -53,6 +55,7 @@ use tokio::sync::oneshot;
 pub use error::DevBrokerError;
 pub use inspect::{PresenceInfo, Profile, QueueRowInfo};
 pub use mesh::{create_mesh, revoke_member, CreatedMember, MeshCreated, MESH_SLUG};
+pub use presence_table::{presences_in, queue_rows_in};
 pub use rate::RATE_LIMIT_ERROR;
 pub use state::MemberRow;
 

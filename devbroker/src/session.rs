@@ -212,6 +212,19 @@ impl SessionTask {
                 };
                 let _ = self.session.text(encode(&error)).await;
             }
+            // Head: a second `hello` on an authenticated socket goes to the hub as a hello
+            // (the head broker runs it through its session-id dedupe, see `hub::hello`).
+            Auth::Authed if is_hello && self.config.session_hello => {
+                let typed = match decode_client(text) {
+                    Ok(ClientFrame::Hello(hello)) => Some(Box::new(hello)),
+                    _ => None,
+                };
+                let _ = self.hub.send(HubCmd::Hello {
+                    conn: self.conn,
+                    raw,
+                    typed,
+                });
+            }
             Auth::Authed => {
                 if let Ok(frame) = decode_client(text) {
                     let _ = self.hub.send(HubCmd::Frame {

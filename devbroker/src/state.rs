@@ -8,6 +8,8 @@
 //!   timeout, so `dev-mesh create`/`revoke` can write while a broker runs, and the broker sees
 //!   the change at its next read (members are read at every hello, revocations polled).
 //! - Migrations are numbered (`PRAGMA user_version`), forward-only, one transaction each.
+//! - `presence` (migration 3) only mirrors the hub's in-memory presences for outside
+//!   observers (`presence_table`); the broker never reads it.
 //! - Times are unix milliseconds. Seed profile: a queue row is delivered at most once — the
 //!   drain marks it delivered in the same transaction that selects it (§7.2). Head profile: the
 //!   drain sets the claim columns (migration 2) and only `client_ack` marks it delivered.
@@ -76,6 +78,20 @@ CREATE TABLE peer_state (
 ALTER TABLE queue ADD COLUMN claimed_at INTEGER;
 ALTER TABLE queue ADD COLUMN claim_id TEXT;
 ALTER TABLE queue ADD COLUMN claim_expires_at INTEGER;
+"#,
+    r#"
+CREATE TABLE presence (
+    presence_id     TEXT PRIMARY KEY,
+    mesh_id         TEXT NOT NULL,
+    member_id       TEXT NOT NULL,
+    member_pubkey   TEXT NOT NULL,
+    session_pubkey  TEXT,
+    session_id      TEXT NOT NULL,
+    peer_role       TEXT,
+    connected_at    INTEGER NOT NULL,
+    lease_until     INTEGER,
+    ord             INTEGER NOT NULL
+);
 "#,
 ];
 

@@ -35,6 +35,20 @@ async fn send_dm(ws: &mut Ws, id: &str, target: &str) -> String {
     ack["messageId"].as_str().unwrap().to_owned()
 }
 
+/// The next `n` message pushes (within [`SLOW`]), then nothing more for a moment.
+async fn next_pushes(ws: &mut Ws, n: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match ws.next(SLOW).await {
+            Some(Event::Text(v)) if v["type"] == "push" && v["subtype"] != "system" => got.push(v),
+            Some(Event::Text(_) | Event::Ping) => continue,
+            other => panic!("waiting for {n} pushes, got {got:?} then {other:?}"),
+        }
+    }
+    ws.expect_silence().await;
+    got
+}
+
 /// Message pushes (no system events) received for `quiet`.
 async fn pushes_for(ws: &mut Ws, quiet: Duration) -> Vec<Value> {
     let mut got = Vec::new();
@@ -79,7 +93,7 @@ async fn a_dm_claimed_by_a_dead_socket_waits_for_a_trigger_and_client_ack_ends_i
     let broker = mesh
         .head_broker(|o| {
             o.grace_ms = 60_000;
-            o.claim_ms = 400;
+            o.claim_ms = 1_500;
             o.sweep_ms = 100;
         })
         .await;
@@ -115,7 +129,7 @@ async fn a_dm_claimed_by_a_dead_socket_waits_for_a_trigger_and_client_ack_ends_i
     // 4. The next trigger (a new DM to bob) pushes it again, then the new one, with the
     //    `client_message_id` echo; bob acks only the first (by broker id).
     let second = send_dm(&mut a, "second", &bob.pubkey).await;
-    let got = pushes_for(&mut b, Duration::from_millis(600)).await;
+    let got = next_pushes(&mut b, 2).await;
     assert_eq!(ids(&got), [first.as_str(), second.as_str()]);
     assert_eq!(got[0]["client_message_id"], "cm-first");
     b.send(json!({"type": "client_ack", "brokerMessageId": first}))
@@ -143,14 +157,10 @@ async fn a_dm_claimed_by_a_dead_socket_waits_for_a_trigger_and_client_ack_ends_i
     })
     .await;
     assert!(acked);
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let (mut b, before) = bounce(&broker, b, &bob, &presence).await;
     assert!(before.is_empty(), "{before:?}");
     let third = send_dm(&mut a, "third", &bob.pubkey).await;
-    assert_eq!(
-        ids(&pushes_for(&mut b, Duration::from_millis(600)).await),
-        [third.as_str()]
-    );
+    assert_eq!(ids(&next_pushes(&mut b, 1).await), [third.as_str()]);
     broker.stop().await.unwrap();
 }
 
@@ -167,10 +177,7 @@ async fn client_ack_only_marks_rows_addressed_to_the_acker() {
     let (mut b, _, _) = join_with(&broker.url(), hello(&bob, None, "bob-d")).await;
     let (mut c, _, _) = join_with(&broker.url(), hello(&carol, None, "carol-d")).await;
     let to_bob = send_dm(&mut a, "to-bob", &bob.pubkey).await;
-    assert_eq!(
-        ids(&pushes_for(&mut b, Duration::from_millis(400)).await),
-        [to_bob.as_str()]
-    );
+    assert_eq!(ids(&next_pushes(&mut b, 1).await), [to_bob.as_str()]);
     // Carol cannot ack bob's row; an ack without ids is ignored; neither gets a reply.
     c.send(json!({"type": "client_ack", "brokerMessageId": to_bob}))
         .await;

@@ -197,7 +197,7 @@ async fn a_socket_that_stops_answering_pings_is_terminated_into_its_lease() {
     let broker = mesh
         .head_broker(|o| {
             o.ping_interval_ms = 100;
-            o.stale_after_ms = Some(600);
+            o.stale_after_ms = Some(1_000);
         })
         .await;
     let (alice, bob) = (mesh.member("alice"), mesh.member("bob"));
@@ -219,7 +219,7 @@ async fn a_socket_that_stops_answering_pings_is_terminated_into_its_lease() {
         .expect("bob was never terminated")
     };
     let alice_reads = async {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(2_000);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(2_500);
         while tokio::time::Instant::now() < deadline {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match a.next(left).await {

@@ -11,6 +11,7 @@ mod events;
 mod fidelity;
 mod head_claims;
 mod head_lease;
+mod head_process;
 mod head_session;
 mod hello;
 mod path_and_sizes;

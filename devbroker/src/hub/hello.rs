@@ -45,11 +45,25 @@ impl Hub {
         let Some(current) = self.conns.get(&conn) else {
             return;
         };
-        if current.presence.is_some() {
-            // A second hello on an authenticated socket is ignored (see docs/dev-broker.md).
+        if let Some(current) = &current.presence {
+            // A second hello on an authenticated socket is ignored (see docs/dev-broker.md),
+            // except on the head profile with the socket's own `sessionId`: the head broker's
+            // dedupe then closes this very socket 1000 `session_replaced`, registers a new
+            // presence on it (its drain and ack lost on the closing socket, its
+            // `peer_joined`/`peer_returned` sent) that the close puts into a lease.
+            let same_session = typed
+                .as_ref()
+                .is_some_and(|h| h.session_id == current.session_id);
+            if !(self.head() && same_session) {
+                return;
+            }
+        }
+        let had_presence = current.presence.is_some();
+        let admitted = self.admit(conn, raw, typed);
+        if had_presence && matches!(admitted, Err(Refusal::Silent)) {
+            // The socket keeps its presence (the broker's swallowed exception).
             return;
         }
-        let admitted = self.admit(conn, raw, typed);
         self.answer_refusal(conn, admitted);
     }
 

@@ -8,7 +8,7 @@ use claudemesh_actors::time::now_ms;
 use serde_json::{json, Map, Value};
 
 use super::msg::{ConnId, Outgoing};
-use super::{Hub, Presence};
+use super::{Hub, Lease, Presence};
 use crate::inspect::PresenceInfo;
 use crate::peer_state::{self, PeerState};
 use crate::state;
@@ -21,7 +21,11 @@ impl Hub {
             if lease && entry.lease_until.is_none() {
                 if let Some(presence) = entry.presence.clone() {
                     // Head (§6.2): the presence stays listed and routable, its socket is gone.
-                    entry.lease_until = Some(Instant::now() + grace);
+                    entry.lease_until = Some(Lease {
+                        until: Instant::now() + grace,
+                        until_ms: now_ms()
+                            .saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)),
+                    });
                     self.save_peer_state(&presence);
                     return;
                 }
@@ -41,7 +45,10 @@ impl Hub {
 
     /// Head: when the earliest offline lease ends.
     pub(super) fn next_lease_end(&self) -> Option<Instant> {
-        self.conns.values().filter_map(|c| c.lease_until).min()
+        self.conns
+            .values()
+            .filter_map(|c| c.lease_until.map(|l| l.until))
+            .min()
     }
 
     /// Head: evicts every presence whose lease has ended (`peer_left`, then forgotten).
@@ -49,7 +56,7 @@ impl Hub {
         let ended: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.lease_until.is_some_and(|until| until <= now))
+            .filter(|(_, c)| c.lease_until.is_some_and(|l| l.until <= now))
             .map(|(id, _)| *id)
             .collect();
         for conn in ended {
@@ -194,7 +201,11 @@ impl Hub {
         let mut list: Vec<(&Presence, Option<Instant>)> = self
             .conns
             .values()
-            .filter_map(|c| c.presence.as_ref().map(|p| (p, c.lease_until)))
+            .filter_map(|c| {
+                c.presence
+                    .as_ref()
+                    .map(|p| (p, c.lease_until.map(|l| l.until)))
+            })
             .collect();
         list.sort_by_key(|(p, _)| (p.connected_at, p.seq));
         list.into_iter()

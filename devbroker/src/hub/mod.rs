@@ -51,6 +51,7 @@ pub use self::send::{FINGERPRINT_MISMATCH_ERROR, GRANTS_ERROR, MAX_MESSAGE_BYTES
 use self::msg::{ConnId, HubCmd, Outgoing};
 use super::ids::uuid_v4;
 use super::inspect::Profile;
+use super::presence_table::{self, PresenceRow};
 use super::queue;
 use super::rate::RateLimiter;
 
@@ -83,7 +84,16 @@ struct Conn {
     /// Set between a successful hello and the end of the presence.
     presence: Option<Presence>,
     /// Head: set when the socket closed and the presence entered its offline lease.
-    lease_until: Option<Instant>,
+    lease_until: Option<Lease>,
+}
+
+/// When an offline lease ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// On the hub's clock.
+    pub until: Instant,
+    /// The same moment, unix ms (for the presence mirror).
+    pub until_ms: i64,
 }
 
 /// The hub's state; see the module docs.
@@ -94,11 +104,21 @@ pub struct Hub {
     rate: RateLimiter,
     next_seq: u64,
     shutting_down: bool,
+    /// What the `presence` table holds (rewritten when the presences differ).
+    mirrored: Option<Vec<PresenceRow>>,
 }
 
 impl Hub {
-    /// A hub over an opened state database.
-    pub fn new(db: Connection, opts: HubOptions) -> Self {
+    /// A hub over an opened state database. A new broker holds no presences: the `presence`
+    /// mirror left by a previous run is cleared here, before the broker serves.
+    pub fn new(mut db: Connection, opts: HubOptions) -> Self {
+        let mirrored = match presence_table::replace_all(&mut db, &[]) {
+            Ok(()) => Some(Vec::new()),
+            Err(err) => {
+                log::warn!("dev broker: clearing the presence mirror: {err}");
+                None
+            }
+        };
         Hub {
             db,
             opts,
@@ -106,6 +126,7 @@ impl Hub {
             rate: RateLimiter::default(),
             next_seq: 0,
             shutting_down: false,
+            mirrored,
         }
     }
 
@@ -147,6 +168,7 @@ impl Hub {
                     }
                 }
             }
+            self.mirror_presences();
         }
         log::debug!(
             "dev broker hub for {} stopped",
@@ -220,6 +242,27 @@ impl Hub {
                 let _ = reply.send(());
             }
             HubCmd::Exit => {}
+        }
+    }
+
+    /// Rewrites the `presence` table when the presences differ from what it holds.
+    fn mirror_presences(&mut self) {
+        let mut rows: Vec<(u64, PresenceRow)> = self
+            .conns
+            .values()
+            .filter_map(|c| {
+                let p = c.presence.as_ref()?;
+                Some((p.seq, p.row(c.lease_until.map(|l| l.until_ms))))
+            })
+            .collect();
+        rows.sort_by_key(|(seq, row)| (row.connected_at, *seq));
+        let rows: Vec<PresenceRow> = rows.into_iter().map(|(_, row)| row).collect();
+        if self.mirrored.as_ref() == Some(&rows) {
+            return;
+        }
+        match presence_table::replace_all(&mut self.db, &rows) {
+            Ok(()) => self.mirrored = Some(rows),
+            Err(err) => log::warn!("dev broker: mirroring presences: {err}"),
         }
     }
 

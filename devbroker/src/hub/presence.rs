@@ -7,6 +7,7 @@ use claudemesh_actors::wire::Group;
 use serde_json::{Map, Value};
 
 use crate::inspect::PresenceInfo;
+use crate::presence_table::PresenceRow;
 
 /// One authenticated connection's in-memory entry (the broker's `connections` map).
 #[derive(Clone, Debug)]
@@ -77,6 +78,21 @@ impl Presence {
             lease_remaining_ms: lease_until.map(|until| {
                 u64::try_from(until.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
             }),
+        }
+    }
+
+    /// Its row in the `presence` mirror.
+    pub fn row(&self, lease_until_ms: Option<i64>) -> PresenceRow {
+        PresenceRow {
+            presence_id: self.presence_id.clone(),
+            mesh_id: self.mesh_id.clone(),
+            member_id: self.member_id.clone(),
+            member_pubkey: self.member_pubkey.clone(),
+            session_pubkey: self.session_pubkey.clone(),
+            session_id: self.session_id.clone(),
+            peer_role: self.peer_role.map(str::to_owned),
+            connected_at: self.connected_at,
+            lease_until_ms,
         }
     }
 }
