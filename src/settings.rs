@@ -61,6 +61,10 @@ impl Dirs {
     pub fn token(&self) -> PathBuf {
         self.daemon_dir.join("local-token")
     }
+    /// `<daemon dir>/session-id`: the stable broker session id (SPEC §5.6).
+    pub fn session_id(&self) -> PathBuf {
+        self.daemon_dir.join("session-id")
+    }
     /// `<daemon dir>/outbox.db`.
     pub fn outbox_db(&self) -> PathBuf {
         self.daemon_dir.join("outbox.db")

@@ -1,5 +1,6 @@
-//! Daemon-dir files (SPEC §2, §3 step 1, §9): the private directory, the `local-token`, atomic
-//! private writes, the `flock` singleton lock, pid files and the private Unix socket.
+//! Daemon-dir files (SPEC §2, §3 step 1, §5.6, §9): the private directory, the `local-token`,
+//! the stable broker `session-id`, atomic private writes, the `flock` singleton lock, pid files
+//! and the private Unix socket.
 //!
 //! Invariants this module keeps:
 //! - Nothing it creates is ever wider than 0600 (files, socket) or 0700 (the daemon dir), and
@@ -355,6 +356,11 @@ pub fn bind_private_socket(dir: &Path, name: &str) -> Result<UnixListener, Files
     }
     Ok(listener)
 }
+
+mod session;
+pub use session::{
+    is_session_id, load_or_create_session_id, new_session_id, SessionIdState, SESSION_ID_PREFIX,
+};
 
 #[cfg(test)]
 mod tests;

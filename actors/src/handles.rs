@@ -39,6 +39,8 @@ pub struct DaemonInfo {
     /// Bound TCP address, or `None` when TCP is off or the port was taken.
     pub tcp: Option<SocketAddr>,
     pub schema_version: i64,
+    /// The stable broker session id of every mesh's hello (SPEC §5.6).
+    pub session_id: String,
 }
 
 /// Everything the IPC layer needs to serve requests.

@@ -28,6 +28,12 @@ pub struct Metrics {
     pub receive_duplicates: AtomicU64,
     /// Broker reconnect attempts.
     pub reconnects: AtomicU64,
+    /// Rows credited `done` by an ack that came after its timeout, before any re-send.
+    pub late_acks_credited: AtomicU64,
+    /// Acks that came after their timeout for a row already sent again (a double send).
+    pub late_acks_after_resend: AtomicU64,
+    /// Redelivery nudges run (silent reattaches against a leasing broker, SPEC §6).
+    pub redelivery_nudges: AtomicU64,
     /// IPC requests by (route, status).
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     /// IPC latency histogram: cumulative counts per bucket, then +Inf.

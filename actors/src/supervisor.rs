@@ -46,6 +46,12 @@ pub struct EngineConfig {
     pub groups: Vec<crate::wire::Group>,
     pub tuning: Tuning,
     pub daemon_dir: PathBuf,
+    /// The stable broker session id every mesh's hello carries (SPEC §5.6).
+    pub session_id: String,
+    /// Whether the first link of each mesh owes the redelivery nudge of a start (SPEC §6):
+    /// true for the first engine of the process; false after a SIGHUP re-attach once that
+    /// start's nudge is no longer due (the old links were closed cleanly).
+    pub nudge_after_start: bool,
     pub outbox: Connection,
     pub inbox: Connection,
     pub info: DaemonInfo,
@@ -120,6 +126,8 @@ pub fn start(cfg: EngineConfig) -> Engine {
                 display_name: cfg.display_name.clone(),
                 groups: cfg.groups.clone(),
                 tuning: tuning2.broker.clone(),
+                session_id: cfg.session_id.clone(),
+                nudge_after_start: cfg.nudge_after_start,
             };
             let (lp, me) = (link_peers.clone(), metrics2.clone());
             let link = Supervisor::start(move |_| BrokerConnection::new(link_cfg, lp, me));

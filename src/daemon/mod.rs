@@ -128,12 +128,25 @@ where
         files::FilesError::InsecureMode { .. } => DaemonError::Auth(e.to_string()),
         other => DaemonError::Io(other.to_string()),
     })?;
+    let (session_id, state) = files::load_or_create_session_id(&dirs.session_id())
+        .map_err(|e| DaemonError::Io(e.to_string()))?;
+    match state {
+        files::SessionIdState::Existing => {}
+        files::SessionIdState::Created => log::info!("broker session id {session_id} created"),
+        files::SessionIdState::Replaced { reason } => log::warn!(
+            "{} held no valid session id ({reason}); replaced with {session_id}: a head broker \
+             may list this daemon's previous presence for up to 90 s",
+            dirs.session_id().display()
+        ),
+    }
     // 4–6. databases and listeners.
     let mut attach = startup::attach(&settings, meshes, None)?;
 
     let process = Process {
         token,
+        session_id,
         started_at: now_ms(),
+        started: std::time::Instant::now(),
         metrics: Arc::new(claudemesh_actors::metrics::Metrics::default()),
     };
     let system = actix::System::new();
@@ -199,8 +212,12 @@ where
 struct Process {
     /// The bearer token of the TCP port.
     token: String,
+    /// The stable broker session id of every mesh's hello (SPEC §5.6).
+    session_id: String,
     /// Unix ms of the start (uptime in health).
     started_at: i64,
+    /// The start, for the redelivery nudge (SPEC §6) of the links opened after it.
+    started: std::time::Instant,
     /// Counters for `/v1/metrics`.
     metrics: Arc<claudemesh_actors::metrics::Metrics>,
 }
@@ -223,6 +240,11 @@ async fn serve_once(
         groups: settings.config.groups.clone(),
         tuning: settings.tuning.clone(),
         daemon_dir: dirs.daemon_dir.clone(),
+        session_id: process.session_id.clone(),
+        // A SIGHUP re-attach closed the old links cleanly: only a nudge that may still be due
+        // from the start carries over.
+        nudge_after_start: process.started.elapsed()
+            < Duration::from_millis(settings.tuning.broker.redelivery_nudge_ms),
         outbox: attach.outbox,
         inbox: attach.inbox,
         info: DaemonInfo {
@@ -233,6 +255,7 @@ async fn serve_once(
             socket: dirs.socket(),
             tcp: tcp_addr,
             schema_version: outbox::store::SCHEMA_VERSION,
+            session_id: process.session_id.clone(),
         },
         metrics: process.metrics.clone(),
     });

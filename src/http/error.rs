@@ -10,8 +10,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use claudemesh_actors::inbox::msg::InboxActorError;
 use claudemesh_actors::outbox::msg::OutboxError;
-use claudemesh_actors::storage::StorageFault;
 use claudemesh_actors::sessions::msg::SessionError;
+use claudemesh_actors::storage::StorageFault;
 use serde_json::{json, Value};
 
 /// A failed `/v1` request.

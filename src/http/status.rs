@@ -62,6 +62,7 @@ async fn link_statuses(handles: &Handles) -> Vec<LinkStatus> {
                 last_error: Some(format!("connection actor unavailable: {e}")),
                 lag_ms: None,
                 reconnects: 0,
+                session_id: handles.info.session_id.clone(),
             })
         })
         .collect()
@@ -106,8 +107,14 @@ pub fn health_body(
                 "connected_since": l.connected_since.map(iso_from_ms),
                 "last_error": l.last_error,
                 "lag_ms": l.lag_ms,
+                "session_id": l.session_id,
             })
         })
+        .collect();
+    // The head CLI's shape: `claudemesh install` waits for one `open` here.
+    let brokers: serde_json::Map<String, Value> = links
+        .iter()
+        .map(|l| (l.slug.clone(), l.broker_status.as_str().into()))
         .collect();
     let outbox = counts.map(|c| {
         json!({
@@ -126,6 +133,7 @@ pub fn health_body(
         "tcp": info.tcp.map(|a| a.to_string()),
         "default_mesh": default_mesh,
         "meshes": meshes,
+        "brokers": brokers,
         "outbox": outbox,
         "sse_streams": sse_streams,
     })
@@ -222,6 +230,21 @@ pub fn snapshot(
                 "Broker reconnect attempts, all meshes.",
                 g(&m.reconnects),
             ),
+            (
+                "late_acks_credited",
+                "Rows marked done by an ack that came after its timeout, before a re-send.",
+                g(&m.late_acks_credited),
+            ),
+            (
+                "late_acks_after_resend",
+                "Acks that came after their timeout for a row already sent again.",
+                g(&m.late_acks_after_resend),
+            ),
+            (
+                "redelivery_nudges",
+                "Silent reattaches run by the redelivery nudge (head brokers).",
+                g(&m.redelivery_nudges),
+            ),
         ],
         links: links
             .iter()
@@ -264,6 +287,7 @@ mod tests {
             socket: PathBuf::from("/d/daemon.sock"),
             tcp: None,
             schema_version: 3,
+            session_id: "daemon-0123456789abcdef".into(),
         }
     }
 
@@ -275,6 +299,7 @@ mod tests {
             last_error: None,
             lag_ms: Some(12),
             reconnects: 4,
+            session_id: "daemon-0123456789abcdef".into(),
         }
     }
 
@@ -308,8 +333,10 @@ mod tests {
         assert_eq!(
             body["meshes"],
             json!([{"slug":"work","broker_status":"open",
-                    "connected_since":"1970-01-01T00:00:00.000Z","last_error":null,"lag_ms":12}])
+                    "connected_since":"1970-01-01T00:00:00.000Z","last_error":null,"lag_ms":12,
+                    "session_id":"daemon-0123456789abcdef"}])
         );
+        assert_eq!(body["brokers"], json!({"work": "open"}));
         assert_eq!(
             body["outbox"],
             json!({"pending":2,"inflight":1,"dead":3,"oldest_pending_age_s":61})

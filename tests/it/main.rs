@@ -5,6 +5,8 @@
 
 mod cli;
 mod harness;
+mod head;
+mod late_acks;
 mod reload;
 mod runtime;
 mod security;

@@ -18,7 +18,11 @@ pub struct PeerEvent {
 /// What an inbound text frame means to the connection.
 #[derive(Debug)]
 pub enum Inbound {
-    HelloAck,
+    /// The handshake completed; `presence_id` as the broker gave it (absent or unreadable:
+    /// `None`). A head broker returns the previous link's id on a silent reattach.
+    HelloAck {
+        presence_id: Option<String>,
+    },
     Error {
         code: String,
         message: String,
@@ -157,7 +161,9 @@ pub fn classify(text: &str, own_pubkey: &str) -> Inbound {
         Err(e) => return Inbound::Ignored(format!("undecodable frame: {e}")),
     };
     match frame {
-        BrokerFrame::HelloAck(_) => Inbound::HelloAck,
+        BrokerFrame::HelloAck(ack) => Inbound::HelloAck {
+            presence_id: Some(ack.presence_id).filter(|p| !p.is_empty()),
+        },
         BrokerFrame::Error { code, message, .. } => Inbound::Error { code, message },
         BrokerFrame::Ack(ack) => {
             if ack.id.is_empty() {
@@ -181,9 +187,14 @@ pub fn classify(text: &str, own_pubkey: &str) -> Inbound {
         BrokerFrame::Unknown { kind, .. } => Inbound::Ignored(format!("unknown type {kind}")),
         // Clients only need `type == "hello_ack"` (BROKER-PROTOCOL §1.7): an ack whose other
         // fields do not fit still completes the handshake.
-        BrokerFrame::Malformed { kind, reason, .. } if kind == "hello_ack" => {
+        BrokerFrame::Malformed { kind, reason, raw } if kind == "hello_ack" => {
             log::warn!("hello_ack with unexpected fields ({reason}); accepted");
-            Inbound::HelloAck
+            let presence_id = raw
+                .get("presenceId")
+                .and_then(Value::as_str)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string);
+            Inbound::HelloAck { presence_id }
         }
         BrokerFrame::Malformed { kind, reason, .. } => {
             Inbound::Ignored(format!("malformed {kind}: {reason}"))
@@ -271,8 +282,15 @@ mod tests {
         ));
         assert!(matches!(
             classify(r#"{"type":"hello_ack","presenceId":null}"#, ME),
-            Inbound::HelloAck
+            Inbound::HelloAck { presence_id: None }
         ));
+        match classify(
+            r#"{"type":"hello_ack","presenceId":"p1","memberDisplayName":"a"}"#,
+            ME,
+        ) {
+            Inbound::HelloAck { presence_id } => assert_eq!(presence_id.as_deref(), Some("p1")),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -3,8 +3,13 @@
 //! Owns the mesh's WebSocket (awc), the hello handshake, ack correlation of `send` frames, the
 //! peer-list cache, the saved profile and the liveness watchdog. Accepts [`msg::DeliverSend`],
 //! [`msg::ResolvePeer`], [`msg::GetPeers`], [`msg::ApplyProfile`], [`msg::GetLinkStatus`],
-//! [`msg::RateLimited`], [`msg::CloseLink`]. Emits [`msg::LinkEvent`] to the drainer,
-//! [`msg::PushReceived`] and journal events to the InboxStore.
+//! [`msg::RateLimited`], [`msg::CloseLink`] (handlers in `handlers/`, one file per message
+//! family). Emits [`msg::LinkEvent`] to the drainer (late acks included), [`msg::PushReceived`]
+//! and journal events to the InboxStore.
+//!
+//! Every hello carries the daemon's stable session id (SPEC §5.6). Against a broker that
+//! leases presences, the first link after a start or after an unclean link end runs the
+//! redelivery nudge once ([`nudge`]).
 //!
 //! Failure is expressed as `ctx.stop()`; actix's `Supervisor` restarts the actor, `restarting`
 //! resets every connection-scoped field, and `started` waits out a full-jitter backoff before
@@ -12,11 +17,13 @@
 
 pub mod error;
 mod frames;
+mod handlers;
 pub mod msg;
+pub mod nudge;
 pub mod peers;
 pub mod rate;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,11 +32,13 @@ use actix::io::{SinkWrite, WriteHandler};
 use actix::prelude::*;
 use actix_codec::Framed;
 use awc::error::WsProtocolError;
-use awc::ws::{Codec, Frame, Message as WsMessage};
+use awc::ws::{Codec, Message as WsMessage};
 use awc::BoxedSocket;
 use futures_util::stream::{SplitSink, StreamExt};
 use rand::Rng;
 use tokio::sync::oneshot;
+
+use nudge::Nudge;
 
 use crate::crypto::MemberKeys;
 use crate::inbox::msg::RecordEvent;
@@ -52,6 +61,10 @@ const ACK_SWEEP: Duration = Duration::from_millis(100);
 struct PendingAck {
     tx: oneshot::Sender<DeliveryOutcome>,
     deadline: Instant,
+    /// The drainer's number for this dispatch ([`DeliverSend::seq`]).
+    seq: u64,
+    /// This send repeats one that timed out unanswered on this socket.
+    resend_of_overdue: bool,
 }
 
 /// Backoff caps of successive reconnect attempts (SPEC §4), in ms.
@@ -78,6 +91,10 @@ pub struct LinkConfig {
     pub tuning: BrokerTuning,
     /// Where the saved profile of this mesh lives (re-applied after every reconnect).
     pub profile_path: PathBuf,
+    /// The daemon's stable session id (`daemon-<16 hex>`, SPEC §5.6), the same for every mesh.
+    pub session_id: String,
+    /// The first link owes the redelivery nudge of a process start (SPEC §6).
+    pub nudge_after_start: bool,
 }
 
 /// The connection actor. Fields under "connection-scoped" are reset on every restart.
@@ -85,8 +102,10 @@ pub struct BrokerConnection {
     cfg: LinkConfig,
     peers_out: LinkPeers,
     metrics: Arc<Metrics>,
-    /// `daemon-<pid>`, kept across reconnects of this process.
+    /// The daemon's stable `daemon-<16 hex>` (from `<daemon dir>/session-id`).
     session_id: String,
+    /// Redelivery nudge state; survives reconnects.
+    nudge: Nudge,
     /// Saved profile, re-applied after each `hello_ack`.
     profile: Profile,
     /// Attempts since the last `hello_ack` (drives the backoff).
@@ -123,6 +142,16 @@ pub struct BrokerConnection {
     /// `client_ack` frames for pushes stored before `hello_ack`, sent right after it.
     held_acks: Vec<String>,
     list_seq: u64,
+    /// Sends answered `Timeout` on this socket and not sent again: frame id → (the drainer's
+    /// seq, when). An ack for one of them is late and credits the row.
+    overdue: HashMap<String, (u64, Instant)>,
+    /// Re-sends of overdue sends whose first ack settled them: a second ack is the trace of
+    /// a double send (counted).
+    sent_twice: HashSet<String>,
+    /// The nudge fired: no new sends; reattach once the window is empty.
+    reattach_pending: bool,
+    /// The socket is being closed by the nudge: the restart that follows reconnects at once.
+    reattaching: bool,
 }
 
 impl BrokerConnection {
@@ -134,7 +163,8 @@ impl BrokerConnection {
             .unwrap_or_default();
         let pacer = Pacer::new(cfg.tuning.rate_burst, cfg.tuning.rate_per_sec);
         BrokerConnection {
-            session_id: format!("daemon-{}", std::process::id()),
+            session_id: cfg.session_id.clone(),
+            nudge: Nudge::new(cfg.nudge_after_start),
             cfg,
             peers_out,
             metrics,
@@ -158,6 +188,10 @@ impl BrokerConnection {
             joined_since_refresh: Vec::new(),
             held_acks: Vec::new(),
             list_seq: 0,
+            overdue: HashMap::new(),
+            sent_twice: HashSet::new(),
+            reattach_pending: false,
+            reattaching: false,
         }
     }
 
@@ -236,19 +270,36 @@ impl BrokerConnection {
 
     /// Ends this connection attempt; the supervisor restarts the actor.
     fn fail(&mut self, ctx: &mut Context<Self>, reason: String) {
-        if !self.closing {
-            log::warn!("mesh {}: broker link lost: {reason}", self.slug());
+        if self.reattaching {
+            // The nudge's own close: clean, not an error.
+            log::debug!(
+                "mesh {}: closed for the redelivery nudge: {reason}",
+                self.slug()
+            );
+        } else {
+            if !self.closing {
+                log::warn!("mesh {}: broker link lost: {reason}", self.slug());
+            }
+            self.last_error = Some(reason);
         }
-        self.last_error = Some(reason);
+        self.nudge.link_lost(self.closing || self.reattaching);
         ctx.stop();
     }
 
-    fn on_hello_ack(&mut self, ctx: &mut Context<Self>) {
+    fn on_hello_ack(&mut self, ctx: &mut Context<Self>, presence_id: Option<String>) {
         self.hello_acked = true;
         self.attempt = 0;
         self.connected_since = Some(now_ms());
-        log::info!("mesh {}: broker link open", self.slug());
+        self.last_error = None;
+        log::info!(
+            "mesh {}: broker link open (session {})",
+            self.slug(),
+            self.session_id
+        );
         self.set_state(LinkState::Open);
+        if self.nudge.link_up(presence_id.as_deref()) {
+            self.arm_nudge(ctx);
+        }
         for frame in std::mem::take(&mut self.held_acks) {
             self.send_text(frame);
         }
@@ -264,7 +315,7 @@ impl BrokerConnection {
         // ping interval later.
         let check = Duration::from_millis((self.cfg.tuning.stale_after_ms / 5).clamp(10, 1_000));
         ctx.run_interval(check, |act, ctx| act.watchdog(ctx));
-        ctx.run_interval(ACK_SWEEP, |act, _| act.expire_acks());
+        ctx.run_interval(ACK_SWEEP, |act, ctx| act.expire_acks(ctx));
     }
 
     fn watchdog(&mut self, ctx: &mut Context<Self>) {
@@ -278,144 +329,6 @@ impl BrokerConnection {
         if let Some(sink) = self.sink.as_mut() {
             let _ = sink.write(WsMessage::Ping(Default::default()));
         }
-    }
-
-    /// Answers `Timeout` to every send whose ack is overdue.
-    fn expire_acks(&mut self) {
-        let now = Instant::now();
-        let overdue: Vec<String> = self
-            .pending_acks
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for id in overdue {
-            if let Some(p) = self.pending_acks.remove(&id) {
-                let _ = p.tx.send(DeliveryOutcome::Timeout);
-            }
-        }
-    }
-
-    fn request_peers(&mut self) {
-        self.peers_requested_at = Some(Instant::now());
-        self.list_seq += 1;
-        let frame = frames::list_peers(self.list_seq);
-        self.send_text(frame);
-    }
-
-    fn send_profile(&mut self, p: &Profile) -> Vec<&'static str> {
-        let names = p.field_names();
-        for frame in frames::profile_frames(p) {
-            self.send_text(frame);
-        }
-        names
-    }
-
-    fn on_text(&mut self, ctx: &mut Context<Self>, text: &str) {
-        match frames::classify(text, &self.cfg.mesh.pubkey) {
-            frames::Inbound::HelloAck => {
-                if !self.hello_acked {
-                    self.on_hello_ack(ctx);
-                }
-            }
-            frames::Inbound::Error { code, message } => {
-                log::warn!("mesh {}: broker error {code}: {message}", self.slug());
-                if code == "revoked" {
-                    self.revoked = true;
-                }
-                self.last_error = Some(format!("{code}: {message}"));
-            }
-            frames::Inbound::Ack(outcome_id, outcome) => {
-                if let Some(p) = self.pending_acks.remove(&outcome_id) {
-                    let _ = p.tx.send(outcome);
-                }
-            }
-            frames::Inbound::Message(push) => self.on_push(ctx, *push),
-            frames::Inbound::PeerOnline { event, returned } => {
-                self.journal_peer("peer_join", &event, returned);
-                let keys = self.peer_cache.keys_related_to(&event.pubkey);
-                self.peers_out.drainer.do_send(LinkEvent::PeerOnline {
-                    mesh: self.slug().to_string(),
-                    keys,
-                });
-                // The cached list may not know this peer's other key yet: wake again with the
-                // keys the refreshed list relates to it.
-                self.joined_since_refresh.push(event.pubkey.clone());
-                self.request_peers();
-            }
-            frames::Inbound::PeerLeft(event) => {
-                self.journal_peer("peer_leave", &event, false);
-                self.request_peers();
-            }
-            frames::Inbound::System { event, data } => {
-                let mut f = serde_json::Map::new();
-                f.insert("event".into(), event.into());
-                f.insert("data".into(), data);
-                self.journal("system", f);
-            }
-            frames::Inbound::Peers(list) => {
-                self.peer_cache.replace(list, now_ms());
-                self.peers_requested_at = None;
-                for w in self.peer_waiters.drain(..) {
-                    let _ = w.send(());
-                }
-                let joined = std::mem::take(&mut self.joined_since_refresh);
-                if !joined.is_empty() {
-                    let mut keys: Vec<String> = Vec::new();
-                    for k in joined
-                        .iter()
-                        .flat_map(|j| self.peer_cache.keys_related_to(j))
-                    {
-                        if !keys.contains(&k) {
-                            keys.push(k);
-                        }
-                    }
-                    self.peers_out.drainer.do_send(LinkEvent::PeerOnline {
-                        mesh: self.slug().to_string(),
-                        keys,
-                    });
-                }
-            }
-            frames::Inbound::Ignored(why) => {
-                log::debug!("mesh {}: ignored frame: {why}", self.slug())
-            }
-        }
-    }
-
-    fn journal_peer(&self, kind: &str, e: &frames::PeerEvent, returned: bool) {
-        let mut f = serde_json::Map::new();
-        f.insert("name".into(), e.name.clone().into());
-        f.insert("pubkey".into(), e.pubkey.clone().into());
-        if returned {
-            f.insert("returned".into(), true.into());
-        }
-        self.journal(kind, f);
-    }
-
-    fn on_push(&mut self, ctx: &mut Context<Self>, push: crate::wire::Push) {
-        let store = self.peers_out.pushes.send(PushReceived {
-            mesh: self.slug().to_string(),
-            push,
-        });
-        ctx.spawn(store.into_actor(self).map(|res, act, _ctx| match res {
-            Ok(Ok(PushStored::Ack {
-                client_message_id,
-                broker_message_id,
-            })) => {
-                let frame = frames::client_ack(&client_message_id, &broker_message_id);
-                // Nothing may precede hello_ack (pushes can): hold acks until it arrives.
-                if act.hello_acked {
-                    act.send_text(frame);
-                } else {
-                    act.held_acks.push(frame);
-                }
-            }
-            Ok(Ok(PushStored::Ignored)) => {}
-            // Storage failures are logged by the inbox, once a minute; the push is not acked.
-            Ok(Err(e)) if e.fault().is_some() => {}
-            Ok(Err(e)) => log::error!("mesh {}: storing push failed: {e}", act.slug()),
-            Err(e) => log::error!("mesh {}: inbox unavailable: {e}", act.slug()),
-        }));
     }
 }
 
@@ -481,7 +394,15 @@ impl Supervised for BrokerConnection {
         self.peers_requested_at = None;
         self.joined_since_refresh.clear();
         self.held_acks.clear();
-        self.attempt = self.attempt.saturating_add(1);
+        self.overdue.clear();
+        self.sent_twice.clear();
+        self.reattach_pending = false;
+        if self.reattaching {
+            // The nudge's reattach reconnects at once, without backoff.
+            self.reattaching = false;
+        } else {
+            self.attempt = self.attempt.saturating_add(1);
+        }
     }
 }
 
@@ -489,271 +410,6 @@ impl WriteHandler<WsProtocolError> for BrokerConnection {
     fn error(&mut self, err: WsProtocolError, ctx: &mut Context<Self>) -> Running {
         self.fail(ctx, format!("write failed: {err}"));
         Running::Stop
-    }
-}
-
-impl StreamHandler<Result<Frame, WsProtocolError>> for BrokerConnection {
-    fn handle(&mut self, item: Result<Frame, WsProtocolError>, ctx: &mut Context<Self>) {
-        self.last_rx = Instant::now();
-        match item {
-            Ok(Frame::Text(bytes)) => match std::str::from_utf8(&bytes) {
-                Ok(text) => self.on_text(ctx, text),
-                Err(_) => log::warn!("mesh {}: non-UTF-8 text frame ignored", self.slug()),
-            },
-            Ok(Frame::Ping(b)) => {
-                if let Some(sink) = self.sink.as_mut() {
-                    let _ = sink.write(WsMessage::Pong(b));
-                }
-            }
-            Ok(Frame::Pong(_)) | Ok(Frame::Binary(_)) | Ok(Frame::Continuation(_)) => {}
-            Ok(Frame::Close(reason)) => {
-                let code = reason.as_ref().map(|r| u16::from(r.code)).unwrap_or(1005);
-                let text = reason.and_then(|r| r.description).unwrap_or_default();
-                if code == 4001 || code == 4002 {
-                    log::error!(
-                        "mesh {}: broker closed with {code} {text}: not reconnecting",
-                        self.slug()
-                    );
-                    self.revoked = true;
-                }
-                self.fail(ctx, format!("closed by broker: {code} {text}"));
-            }
-            Err(e) => self.fail(ctx, format!("protocol error: {e}")),
-        }
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        self.fail(ctx, "socket closed".into());
-    }
-}
-
-impl Handler<DeliverSend> for BrokerConnection {
-    type Result = ResponseFuture<DeliveryOutcome>;
-
-    fn handle(&mut self, msg: DeliverSend, ctx: &mut Context<Self>) -> Self::Result {
-        if self.closing {
-            let reason = "daemon_shutdown".to_string();
-            return Box::pin(async move { DeliveryOutcome::NotConnected { reason } });
-        }
-        if !self.hello_acked {
-            let reason = format!("broker_not_open ({})", self.state.as_str());
-            return Box::pin(async move { DeliveryOutcome::NotConnected { reason } });
-        }
-        let (tx, rx) = oneshot::channel();
-        let id = msg.send.client_message_id.clone();
-        let frame = frames::send(&msg.send);
-        let delay = self.pacer.reserve(now_ms()).max(0) as u64;
-        let deadline =
-            Instant::now() + Duration::from_millis(self.cfg.tuning.ack_timeout_ms + delay);
-        self.pending_acks
-            .insert(id.clone(), PendingAck { tx, deadline });
-        let write = move |act: &mut Self, _ctx: &mut Context<Self>| {
-            if act.pending_acks.contains_key(&id) && !act.send_text(frame) {
-                if let Some(p) = act.pending_acks.remove(&id) {
-                    let _ = p.tx.send(DeliveryOutcome::NotConnected {
-                        reason: "ws_write_failed".into(),
-                    });
-                }
-            }
-        };
-        if delay == 0 {
-            write(self, ctx);
-        } else {
-            ctx.run_later(Duration::from_millis(delay), write);
-        }
-        Box::pin(async move {
-            rx.await.unwrap_or(DeliveryOutcome::NotConnected {
-                reason: "broker_disconnected".into(),
-            })
-        })
-    }
-}
-
-impl Handler<RateLimited> for BrokerConnection {
-    type Result = ();
-
-    fn handle(&mut self, _msg: RateLimited, _ctx: &mut Context<Self>) {
-        self.pacer.drain(now_ms());
-    }
-}
-
-impl Handler<ResolvePeer> for BrokerConnection {
-    type Result = ResponseActFuture<Self, Resolution>;
-
-    /// Answers from the cache when it is fresh and knows the name. A miss, or a cache older
-    /// than `max_age_ms`, waits (at most `wait_ms`) for a fresh `peers_list` first: a peer that
-    /// joined a moment ago must not be reported unknown.
-    fn handle(&mut self, msg: ResolvePeer, _ctx: &mut Context<Self>) -> Self::Result {
-        let name = msg.name.trim().to_string();
-        let fresh = self.peer_cache.is_fresh(now_ms(), msg.max_age_ms);
-        let cached = self.peer_cache.resolve(&name, &self.cfg.mesh.pubkey);
-        let settled = matches!(
-            cached,
-            Resolution::Found { .. } | Resolution::Ambiguous { .. }
-        );
-        if !self.hello_acked {
-            // Broker down: a name the cache knows is used; anything else is accepted and
-            // resolved at drain time (SPEC §5.1).
-            let answer = if settled {
-                cached
-            } else {
-                Resolution::Unavailable
-            };
-            return Box::pin(actix::fut::ready(answer));
-        }
-        if fresh && settled {
-            return Box::pin(actix::fut::ready(cached));
-        }
-        let wait = self.wait_for_peers(msg.wait_ms);
-        Box::pin(wait.into_actor(self).map(move |_, act, _| {
-            let answer = act.peer_cache.resolve(&name, &act.cfg.mesh.pubkey);
-            match answer {
-                Resolution::Found { .. } | Resolution::Ambiguous { .. } => answer,
-                // A miss is final only against a recent list from an open link.
-                Resolution::NotFound
-                    if act.hello_acked && act.peer_cache.is_fresh(now_ms(), msg.max_age_ms) =>
-                {
-                    answer
-                }
-                _ => Resolution::Unavailable,
-            }
-        }))
-    }
-}
-
-impl BrokerConnection {
-    /// Asks for a fresh list and returns a future that resolves when it arrives or after `wait_ms`.
-    fn wait_for_peers(&mut self, wait_ms: u64) -> impl std::future::Future<Output = ()> {
-        let (tx, rx) = oneshot::channel();
-        self.peer_waiters.retain(|w| !w.is_closed());
-        self.peer_waiters.push(tx);
-        // Ask unless a request is already out and recent (a broker that drops a request
-        // answers nothing, so an old outstanding request does not count).
-        let outstanding = self
-            .peers_requested_at
-            .is_some_and(|t| t.elapsed() < Duration::from_millis(wait_ms.max(250)));
-        if !outstanding {
-            self.request_peers();
-        }
-        async move {
-            let _ = tokio::time::timeout(Duration::from_millis(wait_ms), rx).await;
-        }
-    }
-}
-
-impl Handler<GetPeers> for BrokerConnection {
-    type Result = ResponseActFuture<Self, Result<PeersSnapshot, error::BrokerError>>;
-
-    fn handle(&mut self, _msg: GetPeers, _ctx: &mut Context<Self>) -> Self::Result {
-        const FRESH_MS: i64 = 5_000;
-        let wait = (self.hello_acked && !self.peer_cache.is_fresh(now_ms(), FRESH_MS))
-            .then(|| self.wait_for_peers(1_000));
-        Box::pin(
-            async move {
-                if let Some(w) = wait {
-                    w.await;
-                }
-            }
-            .into_actor(self)
-            .map(|_, act, _| match act.peer_cache.fetched_at {
-                None => Err(error::BrokerError::Unavailable {
-                    mesh: act.slug().to_string(),
-                }),
-                Some(at) => Ok(PeersSnapshot {
-                    peers: act.peer_cache.peers.clone(),
-                    fetched_at: at,
-                    stale: !act.hello_acked || now_ms() - at > FRESH_MS,
-                }),
-            }),
-        )
-    }
-}
-
-impl Handler<ApplyProfile> for BrokerConnection {
-    type Result = MessageResult<ApplyProfile>;
-
-    fn handle(&mut self, msg: ApplyProfile, _ctx: &mut Context<Self>) -> Self::Result {
-        let before = self.profile.clone();
-        self.profile.merge(&msg.profile);
-        match serde_json::to_vec(&self.profile) {
-            Ok(bytes) => {
-                if let Err(e) = crate::files::write_private_file(&self.cfg.profile_path, &bytes) {
-                    // All or nothing (SPEC §5.1): a profile that cannot be kept is not applied.
-                    log::error!("mesh {}: saving profile failed: {e}", self.slug());
-                    self.profile = before;
-                    let fault = match &e {
-                        crate::files::FilesError::Io { source, .. } => {
-                            crate::storage::io_fault(source)
-                        }
-                        _ => crate::storage::StorageFault::Io,
-                    };
-                    return MessageResult(ProfileApplied {
-                        applied: Vec::new(),
-                        pending: false,
-                        not_saved: Some(fault),
-                    });
-                }
-            }
-            Err(e) => log::error!("mesh {}: encoding profile failed: {e}", self.slug()),
-        }
-        if self.hello_acked {
-            let applied = self.send_profile(&msg.profile);
-            MessageResult(ProfileApplied {
-                applied,
-                pending: false,
-                not_saved: None,
-            })
-        } else {
-            MessageResult(ProfileApplied {
-                applied: Vec::new(),
-                pending: true,
-                not_saved: None,
-            })
-        }
-    }
-}
-
-impl Handler<GetLinkStatus> for BrokerConnection {
-    type Result = MessageResult<GetLinkStatus>;
-
-    fn handle(&mut self, _msg: GetLinkStatus, _ctx: &mut Context<Self>) -> Self::Result {
-        let open = self.hello_acked;
-        MessageResult(LinkStatus {
-            slug: self.slug().to_string(),
-            broker_status: if open { LinkState::Open } else { self.state },
-            connected_since: self.connected_since,
-            last_error: self.last_error.clone(),
-            lag_ms: open.then(|| self.last_rx.elapsed().as_millis() as i64),
-            reconnects: self.reconnects,
-        })
-    }
-}
-
-impl Handler<CloseLink> for BrokerConnection {
-    type Result = ResponseFuture<()>;
-
-    /// Sends close 1000 and answers once the socket has closed (the broker answers the close
-    /// frame, which ends the stream) or after [`CLOSE_GRACE`]: the shutdown puts inflight rows
-    /// back to pending only after this, so no ack can arrive for a row already reset.
-    fn handle(&mut self, _msg: CloseLink, ctx: &mut Context<Self>) -> Self::Result {
-        self.closing = true;
-        let (tx, rx) = oneshot::channel();
-        self.close_waiters.push(tx);
-        if let Some(sink) = self.sink.as_mut() {
-            // Written, not `close()`d: closing the sink would drop the buffered close frame.
-            // The broker's answering close (or the grace) ends the actor.
-            let _ = sink.write(WsMessage::Close(Some(awc::ws::CloseReason {
-                code: awc::ws::CloseCode::Normal,
-                description: None,
-            })));
-            ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
-        } else {
-            ctx.stop();
-        }
-        self.set_state(LinkState::Closed);
-        Box::pin(async move {
-            let _ = tokio::time::timeout(CLOSE_GRACE * 2, rx).await;
-        })
     }
 }
 

@@ -51,6 +51,8 @@ pub struct LinkStatus {
     pub lag_ms: Option<i64>,
     /// Reconnects since start.
     pub reconnects: u64,
+    /// The `sessionId` of this link's hello: the daemon's stable id (SPEC §5.6).
+    pub session_id: String,
 }
 
 /// Query: the link's state.
@@ -196,6 +198,10 @@ pub enum DeliveryOutcome {
 #[rtype(result = "DeliveryOutcome")]
 pub struct DeliverSend {
     pub send: OutgoingSend,
+    /// The drainer's number for this dispatch of the row: an ack that comes after the
+    /// timeout is reported back with it ([`LinkEvent::LateAck`]), so the drainer can tell
+    /// whether the row has been sent again since.
+    pub seq: u64,
 }
 
 /// Command: pause sends until a rate-limit token is due (after a `rate_limit:` ack).
@@ -218,6 +224,16 @@ pub enum LinkEvent {
     Down { mesh: String },
     /// A peer joined/returned: wake rows targeting any of these keys.
     PeerOnline { mesh: String, keys: Vec<String> },
+    /// A `queued:true` ack arrived after its send had already been answered `Timeout`.
+    LateAck {
+        mesh: String,
+        /// The acked frame id (the row's client_message_id).
+        client_message_id: String,
+        /// The [`DeliverSend::seq`] of the send that timed out.
+        seq: u64,
+        /// The ack's `messageId`.
+        broker_message_id: String,
+    },
 }
 
 /// A push to be stored; the reply tells the connection what to `client_ack`.

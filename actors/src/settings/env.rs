@@ -136,6 +136,7 @@ const KEYS: &[Key] = keys! {
     "broker" rate_per_sec: U32(broker.rate_per_sec), 1..=1_000_000;
     "broker" max_frame_bytes: Usize(broker.max_frame_bytes), 1_024..=268_435_456;
     "broker" reconnect_cap_ms: U64(broker.reconnect_cap_ms), 1..=3_600_000;
+    "broker" redelivery_nudge_ms: U64(broker.redelivery_nudge_ms), 1..=86_400_000;
     "inbox" retention_days: U32(inbox.retention_days), 1..=36_500;
     "inbox" event_journal: U64(inbox.event_journal), 1..=10_000_000;
     "clone" policy: ClonePolicy(clone.policy);

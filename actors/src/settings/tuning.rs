@@ -115,6 +115,11 @@ pub struct BrokerTuning {
     pub max_frame_bytes: usize,
     /// Cap of the full-jitter reconnect backoff, milliseconds.
     pub reconnect_cap_ms: u64,
+    /// Redelivery nudge (SPEC §6): against a leasing (head) broker, this long after a link
+    /// opens following a start or an unclean link end, say hello once more (a silent
+    /// reattach) so DMs claimed by the dead socket are pushed again. Milliseconds; the head
+    /// broker's claim (30 s) + sweep (15 s) + margin.
+    pub redelivery_nudge_ms: u64,
 }
 
 impl Default for BrokerTuning {
@@ -128,6 +133,7 @@ impl Default for BrokerTuning {
             rate_per_sec: 1,
             max_frame_bytes: 16_777_216,
             reconnect_cap_ms: 30_000,
+            redelivery_nudge_ms: 47_000,
         }
     }
 }

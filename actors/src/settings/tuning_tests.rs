@@ -30,6 +30,7 @@ fn defaults_match_the_spec() {
     assert_eq!((t.broker.rate_burst, t.broker.rate_per_sec), (10, 1));
     assert_eq!(t.broker.max_frame_bytes, 16 * 1024 * 1024);
     assert_eq!(t.broker.reconnect_cap_ms, 30_000);
+    assert_eq!(t.broker.redelivery_nudge_ms, 47_000);
     assert_eq!(
         (t.inbox.retention_days, t.inbox.event_journal),
         (30, 10_000)

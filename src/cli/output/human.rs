@@ -94,6 +94,9 @@ pub fn status(h: &Value) -> String {
         if let Some(e) = m["last_error"].as_str() {
             line.push_str(&format!(" (last error: {e})"));
         }
+        if let Some(id) = m["session_id"].as_str() {
+            line.push_str(&format!(", session {id}"));
+        }
         out.push(line);
     }
     let o = &h["outbox"];

@@ -5,6 +5,8 @@ mod messages;
 mod open;
 mod read_state;
 
+mod redelivery;
+
 use std::path::PathBuf;
 
 use rusqlite::Connection;

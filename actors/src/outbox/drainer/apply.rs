@@ -30,6 +30,7 @@ impl OutboxDrainer {
         let id = row.id;
         let mesh = row.mesh.clone();
         let resolved_now = row.target.is_none() && target.is_some();
+        let step = self.late.settle(&row, step);
         let change = outcome::classify(step, self.closing);
         if matches!(change, Change::RateLimited(_)) {
             if let Some(st) = self.meshes.get(&mesh) {

@@ -114,6 +114,7 @@ impl OutboxDrainer {
         };
         let link = st.link.clone();
         let keys = st.keys.clone();
+        let seq = self.late.sent(&row.client_message_id);
         let db = self.db.clone();
         let fut = async move {
             let target = match &row.target {
@@ -173,7 +174,7 @@ impl OutboxDrainer {
                 ciphertext: body.ciphertext_b64,
                 reply_to_id: row.reply_to_id.clone(),
             };
-            let outcome = match link.deliver.send(DeliverSend { send }).await {
+            let outcome = match link.deliver.send(DeliverSend { send, seq }).await {
                 Ok(o) => o,
                 Err(e) => DeliveryOutcome::NotConnected {
                     reason: format!("link mailbox: {e}"),
@@ -214,6 +215,12 @@ impl Handler<LinkEvent> for OutboxDrainer {
                         .map(move |_, act, ctx| act.drain(ctx, &mesh)),
                 );
             }
+            LinkEvent::LateAck {
+                client_message_id,
+                seq,
+                broker_message_id,
+                ..
+            } => self.on_late_ack(ctx, client_message_id, seq, broker_message_id),
         }
     }
 }

@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 mod accept;
 mod apply;
 mod claim;
+mod late;
 mod queries;
 
 use super::db::{DbTask, OutboxDb};
@@ -119,6 +120,8 @@ pub struct OutboxDrainer {
     updates: Vec<Update>,
     /// A group apply is running.
     updating: bool,
+    /// Dispatch numbers and timed-out rows, for late acks (`late.rs`).
+    late: late::LateAcks,
 }
 
 impl OutboxDrainer {
@@ -172,6 +175,7 @@ impl OutboxDrainer {
             closing: false,
             updates: Vec::new(),
             updating: false,
+            late: late::LateAcks::default(),
         }
     }
 }
