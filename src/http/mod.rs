@@ -28,6 +28,7 @@ pub mod send;
 pub mod send_request;
 pub mod sse;
 pub mod status;
+pub mod warnlimit;
 
 use std::cell::Cell;
 use std::rc::Rc;

@@ -177,3 +177,109 @@ fn requests_over_the_in_flight_cap_get_429_daemon_busy() {
         .get("/v1/health")
         .is_ok_and(|r| r.status == 200)));
 }
+
+/// Writes `head` on a fresh TCP connection and reads until the server closes it (or 10 s).
+fn exchange_keep_alive(d: &Daemon, head: &str) -> (String, bool) {
+    let mut s = tcp(d);
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(head.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    let closed = std::io::Read::read_to_end(&mut s, &mut raw).is_ok();
+    (String::from_utf8_lossy(&raw).into_owned(), closed)
+}
+
+#[test]
+fn absolute_targets_and_semicolon_tokens_are_refused_and_refusals_close_the_connection() {
+    let w = World::new("alice", &["--no-rate-limit"]);
+    let d = Daemon::start(&w.config_dir("alice"), &[]);
+    let bearer = format!("Bearer {}", d.token());
+    let abs = raw_request(
+        &mut tcp(&d),
+        "GET",
+        "http://evil.example/v1/version",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert_eq!(
+        (abs.status, abs.body.contains("invalid_request")),
+        (400, true),
+        "{}",
+        abs.body
+    );
+    let over_socket = d.request_with_headers("GET", "http://localhost/v1/version", &[], "");
+    assert_eq!(over_socket.status, 400, "{}", over_socket.body);
+    let semi = raw_request(
+        &mut tcp(&d),
+        "GET",
+        "/v1/version?a=1;token=abc",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert_eq!(
+        (semi.status, semi.body.contains("token_in_query")),
+        (400, true),
+        "{}",
+        semi.body
+    );
+    // Keep-alive requests (no `Connection: close`): a refusal ends the connection.
+    for (head, status) in [
+        ("GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n", "401"),
+        (
+            &*format!("GET /v1/health HTTP/1.1\r\nHost: evil\r\nAuthorization: {bearer}\r\n\r\n"),
+            "403",
+        ),
+        (
+            &*format!("GET /v1/health?token=x HTTP/1.1\r\nAuthorization: {bearer}\r\n\r\n"),
+            "400",
+        ),
+    ] {
+        let (answer, closed) = exchange_keep_alive(&d, head);
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{answer}");
+        assert!(closed, "connection left open after {status}: {answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+    }
+    // An authenticated keep-alive request is not closed by the server.
+    let mut s = tcp(&d);
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET /v1/version HTTP/1.1\r\nHost: localhost\r\nAuthorization: {bearer}\r\n\r\n"
+    )
+    .expect("write");
+    let mut raw = Vec::new();
+    let r = std::io::Read::read_to_end(&mut s, &mut raw);
+    assert!(r.is_err(), "authenticated keep-alive stays open");
+    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn a_burst_of_token_query_requests_writes_a_bounded_number_of_log_lines() {
+    let w = World::new("alice", &["--no-rate-limit"]);
+    let d = Daemon::start(&w.config_dir("alice"), &[]);
+    for i in 0..200 {
+        let sep = if i % 2 == 0 { "&" } else { ";" };
+        let r = raw_request(
+            &mut tcp(&d),
+            "GET",
+            &format!("/v1/inbox?limit=1{sep}token=guess{i}"),
+            &[],
+            "",
+        );
+        assert_eq!(r.status, 400, "{}", r.body);
+    }
+    let lines = d
+        .log()
+        .lines()
+        .filter(|l| l.contains("`token` query parameter"))
+        .count();
+    assert!(
+        (1..=2).contains(&lines),
+        "{lines} warning lines for 200 refused requests:\n{}",
+        d.log()
+    );
+}
