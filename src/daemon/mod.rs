@@ -59,6 +59,17 @@ impl DaemonError {
     }
 }
 
+/// A daemon-dir failure: another user's dir or a planted file is a configuration error the
+/// user must fix (exit 2); anything else is an I/O failure (exit 1).
+fn files_error(e: files::FilesError) -> DaemonError {
+    match e {
+        files::FilesError::NotOwned { .. } | files::FilesError::Untrusted { .. } => {
+            DaemonError::Config(e.to_string())
+        }
+        other => DaemonError::Io(other.to_string()),
+    }
+}
+
 /// What ended one attachment of the engine.
 enum Trigger {
     /// Stop the daemon.
@@ -93,14 +104,27 @@ where
             dirs.daemon_dir.display()
         ),
         Ok(_) => {}
-        Err(e) => return Err(DaemonError::Io(e.to_string())),
+        Err(e) => return Err(files_error(e)),
     }
     let socket_path = dirs.socket();
     files::check_socket_path(&socket_path).map_err(|e| DaemonError::Config(e.to_string()))?;
     let lock = files::acquire_lock(&dirs.lock()).map_err(|e| match e {
         files::FilesError::AlreadyRunning { pid } => DaemonError::AlreadyRunning { pid },
-        other => DaemonError::Io(other.to_string()),
+        other => files_error(other),
     })?;
+    // Files that others (SQLite, the host module) open for us: refuse planted links and
+    // other users' files before anything opens them.
+    for name in [
+        "outbox.db",
+        "outbox.db-wal",
+        "outbox.db-shm",
+        "inbox.db",
+        "inbox.db-wal",
+        "inbox.db-shm",
+        "host_fingerprint.json",
+    ] {
+        files::check_entry(&dirs.daemon_dir.join(name)).map_err(files_error)?;
+    }
     let me = std::process::id();
     if let Some(pid) = files::read_pid_file(&dirs.pid_file()) {
         if pid != me && files::pid_alive(pid) {
@@ -118,7 +142,7 @@ where
     let meshes = startup::member_keys(&settings)?;
     let token = files::load_or_create_token(&dirs.token()).map_err(|e| match e {
         files::FilesError::InsecureMode { .. } => DaemonError::Auth(e.to_string()),
-        other => DaemonError::Io(other.to_string()),
+        other => files_error(other),
     })?;
     // 4–6. databases and listeners.
     let mut attach = startup::attach(&settings, meshes, None)?;

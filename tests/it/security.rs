@@ -283,3 +283,43 @@ fn a_burst_of_token_query_requests_writes_a_bounded_number_of_log_lines() {
         d.log()
     );
 }
+
+/// Tests that act as another uid need root (`chown`, `setpriv`); without it they fail.
+pub fn require_root(what: &str) {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "{what} needs root (it switches to uid 65534); run the tests as root, as CI does"
+    );
+}
+
+#[test]
+fn a_planted_lock_symlink_or_a_daemon_dir_of_another_user_refuses_the_start() {
+    require_root("a_planted_lock_symlink_or_a_daemon_dir_of_another_user_refuses_the_start");
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new("alice", &["--no-rate-limit"]);
+    let cfg = w.config_dir("alice");
+    let daemon_dir = cfg.join("daemon");
+    // A world-writable daemon dir where another user planted daemon.lock -> victim.
+    std::fs::create_dir_all(&daemon_dir).unwrap();
+    std::fs::set_permissions(&daemon_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let victim = w.dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, daemon_dir.join("daemon.lock")).unwrap();
+    let mut d = Daemon::spawn(&cfg, &[], &[]);
+    let code = d.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(2), "{}", d.log());
+    assert!(d.log().contains("daemon.lock"), "{}", d.log());
+    assert!(d.log().contains("symbolic link"), "{}", d.log());
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!daemon_dir.join("daemon.sock").exists());
+    // The same dir owned by another user: refused before anything in it is opened.
+    std::fs::remove_file(daemon_dir.join("daemon.lock")).unwrap();
+    std::os::unix::fs::chown(&daemon_dir, Some(65534), Some(65534)).unwrap();
+    let mut d = Daemon::spawn(&cfg, &[], &[]);
+    let code = d.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(2), "{}", d.log());
+    assert!(d.log().contains("owned by uid 65534"), "{}", d.log());
+    assert!(!daemon_dir.join("daemon.lock").exists());
+}
