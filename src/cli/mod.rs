@@ -10,6 +10,7 @@
 pub mod api;
 pub mod args;
 pub mod error;
+pub mod listener;
 pub mod local;
 pub mod names;
 pub mod output;
@@ -147,10 +148,13 @@ impl Ctx {
                 })
             }
         };
-        Ok(Target::Tcp {
-            port,
-            token: read_token(&dirs.token())?,
-        })
+        let token = read_token(&dirs.token())?;
+        // Never hand the token to whoever listens on a stale port.
+        listener::verify(&dirs.pid_file(), port).map_err(|e| CliError::TcpNotDaemon {
+            port: e.port,
+            reason: e.reason,
+        })?;
+        Ok(Target::Tcp { port, token })
     }
 }
 

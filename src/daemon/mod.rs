@@ -201,6 +201,9 @@ where
     }
     let _ = std::fs::remove_file(dirs.socket());
     let _ = std::fs::remove_file(dirs.pid_file());
+    // A stale tcp.port would send `--tcp` clients (and their token) to whoever binds the
+    // port next.
+    let _ = std::fs::remove_file(dirs.tcp_port_file());
     drop(lock);
     eprintln!(
         "{}",

@@ -323,3 +323,94 @@ fn a_planted_lock_symlink_or_a_daemon_dir_of_another_user_refuses_the_start() {
     assert!(d.log().contains("owned by uid 65534"), "{}", d.log());
     assert!(!daemon_dir.join("daemon.lock").exists());
 }
+
+/// A TCP listener of uid 65534 on `port` (perl, in perl-base): appends whatever it receives
+/// to `out` and answers like a healthy daemon would.
+fn squatter(port: u16, out: &std::path::Path) -> std::process::Child {
+    use std::io::BufRead;
+    const SCRIPT: &str = r#"
+        use IO::Socket::INET; $| = 1;
+        my ($port, $out) = @ARGV;
+        my $l = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $port,
+            Listen => 16, ReuseAddr => 1) or die "bind: $!";
+        print "ready\n";
+        while (my $c = $l->accept) {
+            my $buf = ""; $c->recv($buf, 65536);
+            open(my $f, ">>", $out) or die; print $f $buf; close $f;
+            my $body = '{"ok":true,"pid":1,"meshes":[]}';
+            print $c "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " . length($body) . "\r\n\r\n" . $body;
+            close $c;
+        }
+    "#;
+    let mut child = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "perl",
+            "-e",
+            SCRIPT,
+        ])
+        .arg(port.to_string())
+        .arg(out)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux) and perl");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("squatter ready line");
+    assert_eq!(line.trim(), "ready", "squatter could not bind {port}");
+    child
+}
+
+fn cli_tcp(config_dir: &std::path::Path, args: &[&str]) -> crate::cli::Run {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("--tcp")
+        .args(args)
+        .env("CLAUDEMESH_CONFIG_DIR", config_dir)
+        .env_remove("CLAUDEMESH_DAEMON_DIR");
+    crate::cli::Run::of(cmd)
+}
+
+#[test]
+fn a_stale_tcp_port_squatted_by_another_user_never_receives_the_token() {
+    require_root("a_stale_tcp_port_squatted_by_another_user_never_receives_the_token");
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new("alice", &["--no-rate-limit"]);
+    let cfg = w.config_dir("alice");
+    let mut d = Daemon::start(&cfg, &[]);
+    let port_file = d.daemon_dir.join("tcp.port");
+    cli_tcp(&cfg, &["status"]).expect(0);
+    assert_eq!(d.stop(), Some(0));
+    assert!(!port_file.exists(), "a clean stop removes tcp.port");
+    // A crash leaves tcp.port (and a dead pid) behind; another user then binds that port.
+    let mut d = Daemon::start(&cfg, &[]);
+    let token = d.token();
+    let port = d.tcp_port();
+    d.kill9();
+    assert!(port_file.exists());
+    let drop_box = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(drop_box.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let received = drop_box.path().join("received");
+    let mut squat = squatter(port, &received);
+    let status = cli_tcp(&cfg, &["status"]);
+    let peers = cli_tcp(&cfg, &["peers"]);
+    let _ = squat.kill();
+    let _ = squat.wait();
+    let got = std::fs::read_to_string(&received).unwrap_or_default();
+    assert!(!got.contains(&token), "the squatter received the token");
+    assert!(got.is_empty(), "nothing was sent to the squatter: {got}");
+    assert_eq!(status.code, 1, "{}", status.stderr);
+    assert!(
+        status.stderr.contains("not sending the token"),
+        "{}",
+        status.stderr
+    );
+    assert_ne!(peers.code, 0, "{}", peers.stderr);
+    assert!(
+        peers.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        peers.stderr
+    );
+}
