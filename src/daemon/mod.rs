@@ -97,6 +97,9 @@ where
     F: Future<Output = ()> + 'static,
 {
     let dirs = settings.dirs.clone();
+    // Every connection costs a descriptor: take all the kernel allows, and size the
+    // listeners' connection budgets well under it.
+    let nofile = claudemesh_actors::ipc::limits::raise_fd_limit();
     // 1. daemon dir, lock, TS-daemon style pid/socket checks.
     match files::ensure_private_dir(&dirs.daemon_dir) {
         Ok(files::DirState::Tightened { old_mode }) => log::warn!(
@@ -147,7 +150,14 @@ where
     // 4–6. databases and listeners.
     let mut attach = startup::attach(&settings, meshes, None)?;
 
+    let limits = claudemesh_actors::ipc::limits::ConnLimits::for_fd_limit(nofile);
+    log::info!(
+        "open-file limit {nofile}: at most {} TCP and {} socket connections",
+        limits.tcp_budget,
+        limits.unix_budget
+    );
     let process = Process {
+        limits,
         token,
         started_at: now_ms(),
         metrics: Arc::new(claudemesh_actors::metrics::Metrics::default()),
@@ -216,6 +226,8 @@ where
 /// then runs the ordered shutdown.
 /// What lives as long as the process, across SIGHUP re-attaches.
 struct Process {
+    /// Connection budgets of the listeners (from the open-file limit at start).
+    limits: claudemesh_actors::ipc::limits::ConnLimits,
     /// The bearer token of the TCP port.
     token: String,
     /// Unix ms of the start (uptime in health).
@@ -271,6 +283,7 @@ async fn serve_once(
             configure,
             workers: 2,
             shutdown_grace: Duration::from_secs(5),
+            limits: process.limits,
         },
     )
     .map_err(|e| DaemonError::Io(format!("starting the IPC server: {e}")))?;

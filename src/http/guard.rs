@@ -81,11 +81,18 @@ pub async fn guard(
         Err(err) => Ok(req.error_response(err)),
         Ok((access, permit)) => {
             req.extensions_mut().insert(access);
-            let res = next
+            let mut res = next
                 .call(req)
                 .await
                 .map(ServiceResponse::map_into_boxed_body);
             drop(permit);
+            if let (Access::PublicHealth, Ok(r)) = (access, res.as_mut()) {
+                // Unauthenticated: no kept-alive connection (whose later heads would skip the
+                // TCP gate's small head limit).
+                r.response_mut()
+                    .head_mut()
+                    .set_connection_type(actix_web::http::ConnectionType::Close);
+            }
             res
         }
     };
