@@ -4,8 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod flood;
 mod harness;
 mod reload;
 mod runtime;
-mod security;
+pub mod security;
 mod service;
