@@ -262,11 +262,10 @@ fn a_burst_of_token_query_requests_writes_a_bounded_number_of_log_lines() {
     let w = World::new("alice", &["--no-rate-limit"]);
     let d = Daemon::start(&w.config_dir("alice"), &[]);
     for i in 0..200 {
-        let sep = if i % 2 == 0 { "&" } else { ";" };
         let r = raw_request(
             &mut tcp(&d),
             "GET",
-            &format!("/v1/inbox?limit=1{sep}token=guess{i}"),
+            &format!("/v1/inbox?limit=1&token=guess{i}"),
             &[],
             "",
         );
