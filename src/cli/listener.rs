@@ -54,7 +54,10 @@ pub fn verify(pid_file: &Path, port: u16) -> Result<(), NotDaemon> {
         return fail(format!("{} is missing or unreadable", pid_file.display()));
     };
     if !files::pid_alive(pid) {
-        return fail(format!("pid {pid} from {} is not running", pid_file.display()));
+        return fail(format!(
+            "pid {pid} from {} is not running",
+            pid_file.display()
+        ));
     }
     let table = match std::fs::read_to_string("/proc/net/tcp") {
         Ok(t) => t,
@@ -62,7 +65,9 @@ pub fn verify(pid_file: &Path, port: u16) -> Result<(), NotDaemon> {
     };
     let inodes = listening_inodes(&table, port, files::our_uid());
     if inodes.is_empty() {
-        return fail("no listener of ours on that port (another user's process may hold it)".into());
+        return fail(
+            "no listener of ours on that port (another user's process may hold it)".into(),
+        );
     }
     let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
     let fds = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
@@ -76,7 +81,9 @@ pub fn verify(pid_file: &Path, port: u16) -> Result<(), NotDaemon> {
     if held {
         Ok(())
     } else {
-        fail(format!("the listener there is not held by the daemon (pid {pid})"))
+        fail(format!(
+            "the listener there is not held by the daemon (pid {pid})"
+        ))
     }
 }
 

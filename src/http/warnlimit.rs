@@ -74,7 +74,10 @@ mod tests {
         let written = (1..1000)
             .filter(|i| l.note(t0 + Duration::from_millis(*i)).is_some())
             .count();
-        assert_eq!(written, 0, "a burst inside one interval writes nothing more");
+        assert_eq!(
+            written, 0,
+            "a burst inside one interval writes nothing more"
+        );
         assert_eq!(l.note(t0 + Duration::from_secs(61)), Some(999));
         assert_eq!(l.note(t0 + Duration::from_secs(62)), None);
         assert_eq!(l.note(t0 + Duration::from_secs(200)), Some(1));

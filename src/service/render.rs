@@ -111,15 +111,28 @@ impl ServiceSpec {
 fn check_values(spec: &ServiceSpec) -> Result<(), ServiceError> {
     let mut values: Vec<(String, String)> = vec![
         ("the binary path".into(), spec.binary.display().to_string()),
-        ("the config dir".into(), spec.config_dir.display().to_string()),
-        ("the daemon dir".into(), spec.daemon_dir.display().to_string()),
+        (
+            "the config dir".into(),
+            spec.config_dir.display().to_string(),
+        ),
+        (
+            "the daemon dir".into(),
+            spec.daemon_dir.display().to_string(),
+        ),
     ];
-    values.extend(spec.meshes.iter().map(|m| ("--mesh".to_string(), m.clone())));
+    values.extend(
+        spec.meshes
+            .iter()
+            .map(|m| ("--mesh".to_string(), m.clone())),
+    );
     for (k, v) in &spec.environment {
         values.push((format!("environment variable {k:?}"), k.clone()));
         values.push((format!("environment variable {k:?}"), v.clone()));
     }
-    match values.into_iter().find(|(_, v)| v.chars().any(char::is_control)) {
+    match values
+        .into_iter()
+        .find(|(_, v)| v.chars().any(char::is_control))
+    {
         Some((what, value)) => Err(ServiceError::ControlCharacter {
             what,
             value: format!("{value:?}"),

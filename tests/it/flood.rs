@@ -159,7 +159,10 @@ fn a_tcp_flood_from_another_user_neither_starves_the_owner_nor_grows_memory() {
         for (how, r) in [("socket", over_socket), ("tcp", over_tcp)] {
             match r {
                 Ok(r) if r.status == 200 => {}
-                Ok(r) => panic!("{label}: owner's {how} request got {}: {}", r.status, r.body),
+                Ok(r) => panic!(
+                    "{label}: owner's {how} request got {}: {}",
+                    r.status, r.body
+                ),
                 Err(e) => panic!("{label}: owner's {how} request failed: {e}"),
             }
         }
@@ -219,7 +222,11 @@ fn a_tcp_flood_from_another_user_neither_starves_the_owner_nor_grows_memory() {
         vm_rss_kb(pid)
     );
     assert!(
-        d.log().lines().filter(|l| l.contains("budget full")).count() <= 1,
+        d.log()
+            .lines()
+            .filter(|l| l.contains("budget full"))
+            .count()
+            <= 1,
         "shed connections are logged at most once a minute:\n{}",
         d.log()
     );

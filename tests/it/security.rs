@@ -235,7 +235,10 @@ fn absolute_targets_and_semicolon_tokens_are_refused_and_refusals_close_the_conn
         ),
     ] {
         let (answer, closed) = exchange_keep_alive(&d, head);
-        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{answer}");
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
         assert!(closed, "connection left open after {status}: {answer}");
         assert!(
             answer.to_ascii_lowercase().contains("connection: close"),

@@ -245,7 +245,10 @@ fn a_token_symlink_is_refused_and_pid_links_read_as_no_pid() {
     let pid = dir.path().join("daemon.pid");
     std::os::unix::fs::symlink(&target, &pid).unwrap();
     assert_eq!(read_pid_file(&pid), None);
-    assert!(matches!(check_entry(&pid), Err(FilesError::Untrusted { .. })));
+    assert!(matches!(
+        check_entry(&pid),
+        Err(FilesError::Untrusted { .. })
+    ));
     assert!(check_entry(&dir.path().join("absent")).is_ok());
 }
 

@@ -259,12 +259,10 @@ fn admit(
     if full {
         let evict = {
             let mut r = registry.borrow_mut();
-            let oldest = r
-                .slots
-                .iter()
-                .find(|(_, s)| s.in_head)
-                .map(|(id, _)| *id);
-            oldest.and_then(|id| r.slots.remove(&id)).and_then(|s| s.task)
+            let oldest = r.slots.iter().find(|(_, s)| s.in_head).map(|(id, _)| *id);
+            oldest
+                .and_then(|id| r.slots.remove(&id))
+                .and_then(|s| s.task)
         };
         match evict {
             Some(task) => {
@@ -377,10 +375,7 @@ impl ShedLog {
         if self.evicted + self.refused + self.accept_errors == 0 {
             return;
         }
-        if self
-            .last_line
-            .is_some_and(|t| t.elapsed() < Self::INTERVAL)
-        {
+        if self.last_line.is_some_and(|t| t.elapsed() < Self::INTERVAL) {
             return;
         }
         log::warn!(

@@ -69,7 +69,7 @@ pub fn raise_fd_limit() -> u64 {
         };
         // SAFETY: setrlimit only reads the struct.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return u64::try_from(raised.rlim_cur).unwrap_or(u64::MAX);
+            return raised.rlim_cur;
         }
         log::warn!(
             "could not raise the open-file limit from {} to {}: {}",
@@ -78,7 +78,7 @@ pub fn raise_fd_limit() -> u64 {
             std::io::Error::last_os_error()
         );
     }
-    u64::try_from(lim.rlim_cur).unwrap_or(u64::MAX)
+    lim.rlim_cur
 }
 
 /// The length of the request head at the start of `buf` (through its blank line), or `None`
@@ -123,7 +123,7 @@ mod tests {
         };
         // SAFETY: as above.
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
-        assert_eq!(soft, lim.rlim_cur as u64);
+        assert_eq!(soft, lim.rlim_cur);
         assert_eq!(lim.rlim_cur, lim.rlim_max);
     }
 

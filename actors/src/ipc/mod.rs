@@ -128,7 +128,9 @@ impl IpcListener {
                     });
                 });
                 if !spawned {
-                    return Err(std::io::Error::other("the TCP gate's arbiter is not running"));
+                    return Err(std::io::Error::other(
+                        "the TCP gate's arbiter is not running",
+                    ));
                 }
                 (Some(tx), Some(arbiter))
             }
@@ -152,9 +154,7 @@ async fn tcp_service(
     limits: ConnLimits,
 ) -> Result<gate::Serve, ()> {
     use actix_service::{map_config, Service as _, ServiceFactory as _};
-    let app = App::new()
-        .app_data(data)
-        .configure(move |c| configure(c));
+    let app = App::new().app_data(data).configure(move |c| configure(c));
     let factory = actix_http::HttpService::build()
         .keep_alive(limits.tcp_keep_alive)
         .client_request_timeout(limits.tcp_head_timeout)
@@ -209,8 +209,7 @@ impl Handler<StopServing> for IpcListener {
                     let (done, stopped) = oneshot::channel();
                     if gate.send(gate::GateCommand::Stop { grace, done }).is_ok() {
                         // Bounded: the gate answers within the grace (plus a margin).
-                        let _ = tokio::time::timeout(grace + Duration::from_secs(2), stopped)
-                            .await;
+                        let _ = tokio::time::timeout(grace + Duration::from_secs(2), stopped).await;
                     }
                 }
                 if let Some(arbiter) = arbiter {
