@@ -103,7 +103,7 @@ mod tests {
             assert!(l.tcp_budget <= MAX_TCP_BUDGET && l.unix_budget <= MAX_UNIX_BUDGET);
             if nofile >= 256 {
                 assert!(
-                    ((l.tcp_budget + l.unix_budget) as u64) * 8 <= nofile * 3,
+                    ((l.tcp_budget + l.unix_budget) as u64) * 8 <= nofile.saturating_mul(3),
                     "{nofile}: {l:?}"
                 );
             }
