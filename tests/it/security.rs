@@ -416,3 +416,46 @@ fn a_stale_tcp_port_squatted_by_another_user_never_receives_the_token() {
         peers.stderr
     );
 }
+
+#[test]
+fn tcp_first_heads_over_8_kib_or_slower_than_5_s_are_refused_before_authentication() {
+    let w = World::new("alice", &["--no-rate-limit"]);
+    let d = Daemon::start(&w.config_dir("alice"), &[]);
+    let bearer = format!("Bearer {}", d.token());
+    // A slow client: half a head, then silence.
+    let mut slow = tcp(&d);
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(slow, "GET /v1/health HTTP/1.1\r\nHost: localhost\r\n").expect("write");
+    let sent_at = std::time::Instant::now();
+    // A head past 8 KiB, even with the right token, is refused before it is parsed.
+    let pad = "a".repeat(9 * 1024);
+    let big = raw_request(
+        &mut tcp(&d),
+        "GET",
+        "/v1/health",
+        &[("Authorization", &bearer), ("X-Pad", &pad)],
+        "",
+    );
+    assert_eq!(big.status, 431, "{}", big.body);
+    assert!(big.body.contains("headers_too_large"), "{}", big.body);
+    // A normal head just under the limit still works.
+    let pad = "a".repeat(6 * 1024);
+    let ok = raw_request(
+        &mut tcp(&d),
+        "GET",
+        "/v1/health",
+        &[("Authorization", &bearer), ("X-Pad", &pad)],
+        "",
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut slow, &mut answer);
+    let waited = sent_at.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(15),
+        "408 after {waited:?}"
+    );
+}

@@ -17,67 +17,16 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix_web::rt::net::TcpStream;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::limits::{head_end, ConnLimits};
-
-/// A stream whose first bytes were already read by the gate and are served again first.
-pub struct PrefixedStream {
-    /// Bytes read by the gate (the first head and whatever followed it in the same reads).
-    prefix: Vec<u8>,
-    /// How much of `prefix` was handed out.
-    pos: usize,
-    /// The connection.
-    inner: TcpStream,
-}
-
-impl AsyncRead for PrefixedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if let Some(rest) = this.prefix.get(this.pos..).filter(|r| !r.is_empty()) {
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.pos += n;
-            if this.pos >= this.prefix.len() {
-                // Give the buffer back: the connection may live long (SSE).
-                this.prefix = Vec::new();
-                this.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for PrefixedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
+pub use super::prefixed::PrefixedStream;
 
 /// Serves one connection whose first head has been read (the actix-http handler).
 pub type Serve = Rc<dyn Fn(PrefixedStream, Option<SocketAddr>) -> Served>;
@@ -183,6 +132,20 @@ async fn refuse(stream: &mut TcpStream, status: &str, body: &str) {
         body.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(text.as_bytes())).await;
+    // Lingering close: closing with unread input would send a reset that can destroy the
+    // answer before the client reads it; so send FIN, then discard input briefly (bounded).
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 2048];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// Runs the gate until a `Stop` command (or the command channel closes).
@@ -301,11 +264,7 @@ fn admit(
         match read_head(&mut stream, head_limit, head_timeout).await {
             Head::Complete(prefix) => {
                 guard.past_head();
-                let io = PrefixedStream {
-                    prefix,
-                    pos: 0,
-                    inner: stream,
-                };
+                let io = PrefixedStream::new(prefix, stream);
                 serve(io, Some(peer)).await;
             }
             Head::TooLarge => {

@@ -27,6 +27,7 @@ use crate::handles::Handles;
 
 pub mod gate;
 pub mod limits;
+mod prefixed;
 
 use limits::ConnLimits;
 
