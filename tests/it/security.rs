@@ -459,3 +459,27 @@ fn tcp_first_heads_over_8_kib_or_slower_than_5_s_are_refused_before_authenticati
         "408 after {waited:?}"
     );
 }
+
+#[test]
+fn an_idle_kept_alive_tcp_connection_does_not_hold_the_shutdown() {
+    let w = World::new("alice", &["--no-rate-limit"]);
+    let mut d = Daemon::start(&w.config_dir("alice"), &[]);
+    let bearer = format!("Bearer {}", d.token());
+    let mut idle = tcp(&d);
+    write!(
+        idle,
+        "GET /v1/version HTTP/1.1\r\nHost: localhost\r\nAuthorization: {bearer}\r\n\r\n"
+    )
+    .expect("write");
+    let mut first = [0u8; 12];
+    std::io::Read::read_exact(&mut idle, &mut first).expect("answer");
+    assert_eq!(&first, b"HTTP/1.1 200");
+    // A client in the middle of its first head, too.
+    let mut half = tcp(&d);
+    write!(half, "GET /v1/version HTTP/1.1\r\n").expect("write");
+    let asked = std::time::Instant::now();
+    assert_eq!(d.stop(), Some(0));
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
+    eprintln!("shutdown with idle TCP connections took {took:?}");
+}

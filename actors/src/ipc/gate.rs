@@ -153,6 +153,7 @@ pub async fn run(
     listener: std::net::TcpListener,
     limits: ConnLimits,
     serve: Serve,
+    stopping: Rc<tokio::sync::Notify>,
     mut commands: mpsc::UnboundedReceiver<GateCommand>,
 ) {
     let listener = match listener
@@ -191,6 +192,23 @@ pub async fn run(
         }
     };
     drop(listener);
+    // Requests in flight finish; idle connections and unfinished first heads go now.
+    stopping.notify_waiters();
+    let unstarted: Vec<JoinHandle<()>> = {
+        let mut r = registry.borrow_mut();
+        let ids: Vec<u64> = r
+            .slots
+            .iter()
+            .filter(|(_, s)| s.in_head)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter()
+            .filter_map(|id| r.slots.remove(id).and_then(|s| s.task))
+            .collect()
+    };
+    for t in unstarted {
+        t.abort();
+    }
     let deadline = Instant::now() + grace;
     while !registry.borrow().slots.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

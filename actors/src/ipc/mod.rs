@@ -122,8 +122,9 @@ impl IpcListener {
                 // is spawned there.
                 let spawned = arbiter.spawn_fn(move || {
                     actix_web::rt::spawn(async move {
-                        match tcp_service(data, configure, limits).await {
-                            Ok(serve) => gate::run(tcp, limits, serve, rx).await,
+                        let stopping = Rc::new(tokio::sync::Notify::new());
+                        match tcp_service(data, configure, limits, Rc::clone(&stopping)).await {
+                            Ok(serve) => gate::run(tcp, limits, serve, stopping, rx).await,
                             Err(()) => log::error!("ipc: the TCP service did not start"),
                         }
                     });
@@ -153,6 +154,7 @@ async fn tcp_service(
     data: web::Data<Handles>,
     configure: Configure,
     limits: ConnLimits,
+    stopping: Rc<tokio::sync::Notify>,
 ) -> Result<gate::Serve, ()> {
     use actix_service::{map_config, Service as _, ServiceFactory as _};
     let app = App::new().app_data(data).configure(move |c| configure(c));
@@ -160,6 +162,12 @@ async fn tcp_service(
         .keep_alive(limits.tcp_keep_alive)
         .client_request_timeout(limits.tcp_head_timeout)
         .client_disconnect_timeout(Duration::from_secs(1))
+        // At shutdown, idle kept-alive connections close at once (as actix-web's own server
+        // does), so they do not hold the grace period.
+        .graceful_shutdown_signal(move || {
+            let stopping = Rc::clone(&stopping);
+            async move { stopping.notified().await }
+        })
         .on_connect_ext(|_io: &gate::PrefixedStream, ext| {
             ext.insert(ConnInfo::Tcp);
         })
