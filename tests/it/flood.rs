@@ -189,7 +189,7 @@ fn a_tcp_flood_from_another_user_neither_starves_the_owner_nor_grows_memory() {
     }
     // Generous for a loaded CI machine; a starved listener takes until the flood ends.
     assert!(
-        slowest < Duration::from_secs(3),
+        slowest < Duration::from_secs(5),
         "an owner's request took {slowest:?} during the flood"
     );
     assert!(rounds >= 5, "only {rounds} rounds of owner requests");

@@ -449,6 +449,16 @@ fn tcp_first_heads_over_8_kib_or_slower_than_5_s_are_refused_before_authenticati
         "",
     );
     assert_eq!(ok.status, 200, "{}", ok.body);
+    // Only the head is limited: a 40 KB body passes through the gate.
+    let body = json!({"to": "*", "message": "m".repeat(40_000)}).to_string();
+    let sent = raw_request(
+        &mut tcp(&d),
+        "POST",
+        "/v1/send",
+        &[("Authorization", &bearer)],
+        &body,
+    );
+    assert_eq!(sent.status, 202, "{}", sent.body);
     let mut answer = String::new();
     let _ = std::io::Read::read_to_string(&mut slow, &mut answer);
     let waited = sent_at.elapsed();
