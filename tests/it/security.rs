@@ -493,3 +493,26 @@ fn an_idle_kept_alive_tcp_connection_does_not_hold_the_shutdown() {
     assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
     eprintln!("shutdown with idle TCP connections took {took:?}");
 }
+
+#[test]
+fn the_unauthenticated_public_health_answer_closes_its_connection() {
+    let w = World::new("alice", &["--no-rate-limit"]);
+    let d = Daemon::start(
+        &w.config_dir("alice"),
+        &[("CLAUDEMESH_IPC_PUBLIC_HEALTH", "true")],
+    );
+    let asked = std::time::Instant::now();
+    let (answer, closed) = exchange_keep_alive(
+        &d,
+        "GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#"{"ok":true}"#), "{answer}");
+    assert!(closed, "kept alive: {answer}");
+    // Closed by the answer itself, not by the 5 s keep-alive timeout.
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(asked.elapsed() < Duration::from_secs(4), "{:?}", asked.elapsed());
+}
