@@ -502,10 +502,8 @@ fn the_unauthenticated_public_health_answer_closes_its_connection() {
         &[("CLAUDEMESH_IPC_PUBLIC_HEALTH", "true")],
     );
     let asked = std::time::Instant::now();
-    let (answer, closed) = exchange_keep_alive(
-        &d,
-        "GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    );
+    let (answer, closed) =
+        exchange_keep_alive(&d, "GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains(r#"{"ok":true}"#), "{answer}");
     assert!(closed, "kept alive: {answer}");
@@ -514,5 +512,9 @@ fn the_unauthenticated_public_health_answer_closes_its_connection() {
         answer.to_ascii_lowercase().contains("connection: close"),
         "{answer}"
     );
-    assert!(asked.elapsed() < Duration::from_secs(4), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
 }
