@@ -41,12 +41,17 @@ pub struct RotatingFile {
     keep: usize,
 }
 
+/// Opens the log for appending: `O_NOFOLLOW`, and only a regular file of ours with one link
+/// (a planted `daemon.log -> victim` is refused, never appended to).
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
+    claudemesh_actors::files::open_owned(
+        path,
+        OpenOptions::new().create(true).append(true).mode(0o600),
+    )
+    .map_err(|e| match e {
+        claudemesh_actors::files::FilesError::Io { source, .. } => source,
+        other => io::Error::new(io::ErrorKind::PermissionDenied, other.to_string()),
+    })
 }
 
 impl RotatingFile {
@@ -156,6 +161,18 @@ mod tests {
         f.write_all(b"new\n").unwrap();
         assert_eq!(read(&path), "new\n");
         assert_eq!(read(&RotatingFile::rotated_path(&path, 1)), "old-content\n");
+    }
+
+    #[test]
+    fn a_planted_log_symlink_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let path = dir.path().join("daemon.log");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let err = RotatingFile::open(&path, 1024, 3).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(read(&victim), "precious\n");
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //!   only then renamed onto its public name, so `daemon.sock` never exists with a wider mode.
 //! - The lock is held by an open file description (`flock`), so it dies with the process; the
 //!   lock file is never deleted (deleting it would let two processes lock two different inodes).
+//! - Nothing in the daemon dir is trusted blindly (issue 13 item 9): the dir must be owned by
+//!   our effective uid ([`FilesError::NotOwned`]); every file we open in it is opened with
+//!   `O_NOFOLLOW` and checked with `fstat` (a regular file, owned by us, one link) before it
+//!   is read, written or truncated ([`open_owned`]), so a `daemon.lock -> victim` planted while
+//!   the dir was world-writable is refused, never followed.
 //!
 //! Pure std + libc; no actix.
 
@@ -65,6 +70,25 @@ pub enum FilesError {
         /// The holder's pid, when the lock or pid file names one.
         pid: Option<u32>,
     },
+    /// The daemon dir, or a file in it, belongs to another user.
+    #[error("{path} is owned by uid {owner}, not by us (uid {ours}); refusing to use it: remove it or set CLAUDEMESH_DAEMON_DIR to a directory of our own")]
+    NotOwned {
+        /// The directory or file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Our effective uid.
+        ours: u32,
+    },
+    /// A file in the daemon dir is a symbolic link, a hard link or not a regular file: it
+    /// may have been planted to make us write elsewhere.
+    #[error("{path} is {what}; refusing to open it (something planted it there?): remove it and start again")]
+    Untrusted {
+        /// The file.
+        path: PathBuf,
+        /// `a symbolic link`, `a file with 2 hard links`, `not a regular file`.
+        what: String,
+    },
     /// A socket path exceeds what `sockaddr_un` can hold.
     #[error("socket path {path} is {len} bytes, longer than the OS limit of {MAX_SOCKET_PATH}; set CLAUDEMESH_DAEMON_DIR to a shorter directory")]
     SocketPathTooLong {
@@ -97,10 +121,20 @@ pub enum DirState {
     AlreadyPrivate,
 }
 
-/// Creates `path` (and missing parents) as a 0700 directory, or tightens an existing one.
+/// Creates `path` (and missing parents) as a 0700 directory, or tightens an existing one
+/// (SPEC §3 step 1). An existing directory owned by another uid is refused
+/// ([`FilesError::NotOwned`]): tightening someone else's directory would not make it ours.
 pub fn ensure_private_dir(path: &Path) -> Result<DirState, FilesError> {
     match fs::metadata(path) {
         Ok(meta) => {
+            use std::os::unix::fs::MetadataExt;
+            if meta.uid() != our_uid() {
+                return Err(FilesError::NotOwned {
+                    path: path.to_path_buf(),
+                    owner: meta.uid(),
+                    ours: our_uid(),
+                });
+            }
             let mode = meta.permissions().mode() & 0o7777;
             if mode & 0o077 == 0 {
                 return Ok(DirState::AlreadyPrivate);
@@ -129,7 +163,7 @@ pub fn ensure_private_dir(path: &Path) -> Result<DirState, FilesError> {
 /// An existing file with any bit beyond 0600 is refused ([`FilesError::InsecureMode`]).
 pub fn load_or_create_token(path: &Path) -> Result<String, FilesError> {
     loop {
-        match File::open(path) {
+        match open_owned(path, OpenOptions::new().read(true)) {
             Ok(mut file) => {
                 let meta = file.metadata().map_err(io_err("stat", path))?;
                 let mode = meta.permissions().mode() & 0o7777;
@@ -150,8 +184,8 @@ pub fn load_or_create_token(path: &Path) -> Result<String, FilesError> {
                 }
                 return Ok(token.to_string());
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("open", path)(e)),
+            Err(FilesError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -160,6 +194,7 @@ pub fn load_or_create_token(path: &Path) -> Result<String, FilesError> {
             .write(true)
             .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
         {
             Ok(mut file) => {
@@ -247,15 +282,21 @@ impl AsRawFd for DaemonLock {
 /// Takes the daemon lock at `path` (created 0600) with `flock(LOCK_EX|LOCK_NB)` and writes our
 /// pid into it. If another open file description holds it → [`FilesError::AlreadyRunning`] with
 /// the pid read from the lock file, else from `daemon.pid` beside it.
+///
+/// The file is opened with `O_NOFOLLOW` and checked with `fstat` before it is truncated: a
+/// symbolic link, a hard link or a file of another user there is refused
+/// ([`FilesError::Untrusted`], [`FilesError::NotOwned`]) and the file it points to is never
+/// touched.
 pub fn acquire_lock(path: &Path) -> Result<DaemonLock, FilesError> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err("open", path))?;
+    let mut file = open_owned(
+        path,
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600),
+    )?;
     // SAFETY: `flock` only reads the descriptor, which `file` keeps open for this call.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
@@ -291,8 +332,13 @@ pub fn pid_alive(pid: u32) -> bool {
 }
 
 /// The pid written in a pid (or lock) file: its first line as a positive integer.
+/// The file is opened with `O_NOFOLLOW`; a link or another user's file reads as no pid.
 pub fn read_pid_file(path: &Path) -> Option<u32> {
-    let text = fs::read_to_string(path).ok()?;
+    let mut text = String::new();
+    open_owned(path, OpenOptions::new().read(true))
+        .ok()?
+        .read_to_string(&mut text)
+        .ok()?;
     let pid: u32 = text.lines().next()?.trim().parse().ok()?;
     (pid > 0).then_some(pid)
 }
@@ -361,6 +407,9 @@ mod session;
 pub use session::{
     is_session_id, load_or_create_session_id, new_session_id, SessionIdState, SESSION_ID_PREFIX,
 };
+
+mod owned;
+pub use owned::{check_entry, open_owned, our_uid};
 
 #[cfg(test)]
 mod tests;

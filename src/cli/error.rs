@@ -58,6 +58,14 @@ pub enum CliError {
         /// What is wrong with it.
         detail: String,
     },
+    /// `--tcp`, but the port in `tcp.port` is not held by the daemon: the token is not sent.
+    #[error("not sending the token to 127.0.0.1:{port}: {reason}; is the daemon running? (`claudemeshd status` checks over the socket)")]
+    TcpNotDaemon {
+        /// The port from `tcp.port`.
+        port: u16,
+        /// What the check found.
+        reason: String,
+    },
     /// The token file is readable by others; we refuse to use it, like the daemon.
     #[error("{path} has mode {mode:04o}; refusing to use a token readable by others (chmod 600 {path})", path = .path.display())]
     TokenMode {
@@ -243,6 +251,7 @@ impl CliError {
             CliError::Client(_) => "ipc_failed",
             CliError::NotRunning { .. } => "not_running",
             CliError::NoTcpPort { .. } | CliError::TcpFile { .. } => "no_tcp",
+            CliError::TcpNotDaemon { .. } => "tcp_not_daemon",
             CliError::TokenMode { .. } => "insecure_token",
             CliError::Api { body, .. } => {
                 return body["error"].as_str().unwrap_or("api_error").to_string()

@@ -222,6 +222,10 @@ pub fn status(ctx: &Ctx) -> Result<Report, CliError> {
             reason: format!("{} is missing", path.display()),
             socket: dirs.socket(),
         },
+        e @ CliError::TcpNotDaemon { .. } => CliError::NotRunning {
+            reason: e.to_string(),
+            socket: dirs.socket(),
+        },
         other => other,
     })?;
     let (_, mut h) = call(&target, "health", "GET", "/v1/health", None).map_err(|e| match e {

@@ -12,6 +12,7 @@ pub mod api;
 pub mod args;
 pub mod dev;
 pub mod error;
+pub mod listener;
 pub mod local;
 pub mod names;
 pub mod output;
@@ -155,32 +156,40 @@ impl Ctx {
                 })
             }
         };
-        Ok(Target::Tcp {
-            port,
-            token: read_token(&dirs.token())?,
-        })
+        let token = read_token(&dirs.token())?;
+        // Never hand the token to whoever listens on a stale port.
+        listener::verify(&dirs.pid_file(), port).map_err(|e| CliError::TcpNotDaemon {
+            port: e.port,
+            reason: e.reason,
+        })?;
+        Ok(Target::Tcp { port, token })
     }
 }
 
-/// Reads `local-token`, refusing one that group or others can read (as the daemon does).
+/// Reads `local-token`, refusing one that group or others can read (as the daemon does), and
+/// a link or another user's file (`O_NOFOLLOW` + `fstat`, as the daemon opens it).
 fn read_token(path: &std::path::Path) -> Result<String, CliError> {
+    use std::io::Read as _;
     use std::os::unix::fs::PermissionsExt;
     let unreadable = |e: std::io::Error| CliError::TcpFile {
         path: path.to_path_buf(),
         detail: e.to_string(),
     };
-    let mode = std::fs::metadata(path)
-        .map_err(unreadable)?
-        .permissions()
-        .mode()
-        & 0o777;
+    let mut file =
+        claudemesh_actors::files::open_owned(path, std::fs::OpenOptions::new().read(true))
+            .map_err(|e| CliError::TcpFile {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })?;
+    let mode = file.metadata().map_err(unreadable)?.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(CliError::TokenMode {
             path: path.to_path_buf(),
             mode,
         });
     }
-    let token = std::fs::read_to_string(path).map_err(unreadable)?;
+    let mut token = String::new();
+    file.read_to_string(&mut token).map_err(unreadable)?;
     Ok(token.trim().to_string())
 }
 
@@ -276,5 +285,10 @@ mod tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = read_token(&p).unwrap_err();
         assert_eq!(e.exit_code(), 3);
+        let link = dir.path().join("link-token");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = read_token(&link).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
     }
 }

@@ -59,6 +59,17 @@ impl DaemonError {
     }
 }
 
+/// A daemon-dir failure: another user's dir or a planted file is a configuration error the
+/// user must fix (exit 2); anything else is an I/O failure (exit 1).
+fn files_error(e: files::FilesError) -> DaemonError {
+    match e {
+        files::FilesError::NotOwned { .. } | files::FilesError::Untrusted { .. } => {
+            DaemonError::Config(e.to_string())
+        }
+        other => DaemonError::Io(other.to_string()),
+    }
+}
+
 /// What ended one attachment of the engine.
 enum Trigger {
     /// Stop the daemon.
@@ -86,6 +97,9 @@ where
     F: Future<Output = ()> + 'static,
 {
     let dirs = settings.dirs.clone();
+    // Every connection costs a descriptor: take all the kernel allows, and size the
+    // listeners' connection budgets well under it.
+    let nofile = claudemesh_actors::ipc::limits::raise_fd_limit();
     // 1. daemon dir, lock, TS-daemon style pid/socket checks.
     match files::ensure_private_dir(&dirs.daemon_dir) {
         Ok(files::DirState::Tightened { old_mode }) => log::warn!(
@@ -93,14 +107,27 @@ where
             dirs.daemon_dir.display()
         ),
         Ok(_) => {}
-        Err(e) => return Err(DaemonError::Io(e.to_string())),
+        Err(e) => return Err(files_error(e)),
     }
     let socket_path = dirs.socket();
     files::check_socket_path(&socket_path).map_err(|e| DaemonError::Config(e.to_string()))?;
     let lock = files::acquire_lock(&dirs.lock()).map_err(|e| match e {
         files::FilesError::AlreadyRunning { pid } => DaemonError::AlreadyRunning { pid },
-        other => DaemonError::Io(other.to_string()),
+        other => files_error(other),
     })?;
+    // Files that others (SQLite, the host module) open for us: refuse planted links and
+    // other users' files before anything opens them.
+    for name in [
+        "outbox.db",
+        "outbox.db-wal",
+        "outbox.db-shm",
+        "inbox.db",
+        "inbox.db-wal",
+        "inbox.db-shm",
+        "host_fingerprint.json",
+    ] {
+        files::check_entry(&dirs.daemon_dir.join(name)).map_err(files_error)?;
+    }
     let me = std::process::id();
     if let Some(pid) = files::read_pid_file(&dirs.pid_file()).filter(|pid| *pid != me) {
         match procs::pid_owner(pid) {
@@ -126,7 +153,7 @@ where
     let meshes = startup::member_keys(&settings)?;
     let token = files::load_or_create_token(&dirs.token()).map_err(|e| match e {
         files::FilesError::InsecureMode { .. } => DaemonError::Auth(e.to_string()),
-        other => DaemonError::Io(other.to_string()),
+        other => files_error(other),
     })?;
     let (session_id, state) = files::load_or_create_session_id(&dirs.session_id())
         .map_err(|e| DaemonError::Io(e.to_string()))?;
@@ -142,7 +169,14 @@ where
     // 4–6. databases and listeners.
     let mut attach = startup::attach(&settings, meshes, None)?;
 
+    let limits = claudemesh_actors::ipc::limits::ConnLimits::for_fd_limit(nofile);
+    log::info!(
+        "open-file limit {nofile}: at most {} TCP and {} socket connections",
+        limits.tcp_budget,
+        limits.unix_budget
+    );
     let process = Process {
+        limits,
         token,
         session_id,
         started_at: now_ms(),
@@ -198,6 +232,9 @@ where
     }
     let _ = std::fs::remove_file(dirs.socket());
     let _ = std::fs::remove_file(dirs.pid_file());
+    // A stale tcp.port would send `--tcp` clients (and their token) to whoever binds the
+    // port next.
+    let _ = std::fs::remove_file(dirs.tcp_port_file());
     drop(lock);
     eprintln!(
         "{}",
@@ -210,6 +247,8 @@ where
 /// then runs the ordered shutdown.
 /// What lives as long as the process, across SIGHUP re-attaches.
 struct Process {
+    /// Connection budgets of the listeners (from the open-file limit at start).
+    limits: claudemesh_actors::ipc::limits::ConnLimits,
     /// The bearer token of the TCP port.
     token: String,
     /// The stable broker session id of every mesh's hello (SPEC §5.6).
@@ -275,6 +314,7 @@ async fn serve_once(
             configure,
             workers: 2,
             shutdown_grace: Duration::from_secs(5),
+            limits: process.limits,
         },
     )
     .map_err(|e| DaemonError::Io(format!("starting the IPC server: {e}")))?;

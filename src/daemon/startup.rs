@@ -73,6 +73,9 @@ pub(super) fn attach(
         .map_err(|e| DaemonError::Storage(e.to_string()))?;
     let unix = files::bind_private_socket(&dirs.daemon_dir, "daemon.sock")
         .map_err(|e| DaemonError::Io(e.to_string()))?;
+    // Gone before the bind: if the bind fails or we die before writing the new one, no
+    // stale port is left for `--tcp` clients.
+    let _ = std::fs::remove_file(dirs.tcp_port_file());
     let tcp = bind_tcp(settings, tcp_port)?;
     match tcp.as_ref().and_then(|l| l.local_addr().ok()) {
         Some(addr) => files::write_private_file(

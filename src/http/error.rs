@@ -372,12 +372,23 @@ impl ResponseError for ApiError {
             log::debug!("ipc request refused: {self}");
         }
         let mut resp = HttpResponse::build(status);
+        if closes_connection(status) {
+            // A refused client (often another local user probing the TCP port) does not
+            // keep its connection, and an unread body is not drained.
+            resp.force_close();
+        }
         if matches!(self, ApiError::DaemonBusy { .. }) || self.fault() == Some(StorageFault::Busy) {
             resp.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
         }
         resp.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
         resp.json(self.body())
     }
+}
+
+/// Answers after which the connection is closed: malformed (400), unauthenticated (401),
+/// forbidden (403), too slow (408) or too large (413) requests.
+pub fn closes_connection(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 400 | 401 | 403 | 408 | 413)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use claudemesh_actors::settings::IpcTuning;
 use super::error::ApiError;
 use super::limits::{body_limit_for, declared_length_exceeds, InflightGauge};
 use super::security::{authorize, Access, Policy, RequestFacts, Transport};
-use super::{CtxSource, LocalToken};
+use super::{warnlimit, CtxSource, LocalToken};
 
 /// What the guard needs besides the request.
 #[derive(Clone)]
@@ -98,11 +98,18 @@ pub async fn guard(
         Err(err) => Ok(req.error_response(err)),
         Ok((access, permit)) => {
             req.extensions_mut().insert(access);
-            let res = next
+            let mut res = next
                 .call(req)
                 .await
                 .map(ServiceResponse::map_into_boxed_body);
             drop(permit);
+            if let (Access::PublicHealth, Ok(r)) = (access, res.as_mut()) {
+                // Unauthenticated: no kept-alive connection (whose later heads would skip the
+                // TCP gate's small head limit).
+                r.response_mut()
+                    .head_mut()
+                    .set_connection_type(actix_web::http::ConnectionType::Close);
+            }
             res
         }
     };
@@ -148,6 +155,7 @@ fn admit(
         authorization: super::caller::bearer_credential(headers),
         query: req.query_string(),
         path: req.path(),
+        absolute_target: req.uri().scheme().is_some() || req.uri().authority().is_some(),
     };
     let policy = Policy {
         daemon_uid: daemon_uid(),
@@ -156,12 +164,17 @@ fn admit(
     };
     let access = authorize(&facts, &policy).inspect_err(|err| {
         if matches!(err, ApiError::TokenInQuery) {
-            // Never log the query itself: it holds the token.
-            log::warn!(
-                "security: refused a request to {} with a `token` query parameter; \
-                 send the token in the Authorization header",
-                route_label(req.path())
-            );
+            // Never log the query itself: it holds the token. Rate-limited: another local
+            // user can send these as fast as they like.
+            if let Some(earlier) = warnlimit::note(&warnlimit::TOKEN_IN_QUERY) {
+                log::warn!(
+                    "security: refused a request to {} with a `token` query parameter; \
+                     send the token in the Authorization header ({earlier} more refused since \
+                     the last such line; at most one line per {} s)",
+                    route_label(req.path()),
+                    warnlimit::SECURITY_WARN_INTERVAL.as_secs()
+                );
+            }
         }
     })?;
     let limit = body_limit_for(req.path(), ctx.ipc.send_body_limit, ctx.ipc.body_limit);

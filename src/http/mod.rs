@@ -30,6 +30,7 @@ pub mod send_request;
 pub mod sessions;
 pub mod sse;
 pub mod status;
+pub mod warnlimit;
 
 use std::cell::Cell;
 use std::rc::Rc;

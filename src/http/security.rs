@@ -3,8 +3,8 @@
 //! bearer token (constant-time compare) on TCP, the peer uid on the Unix socket, and the
 //! `--public-health` exception.
 //!
-//! Order of the checks (first failure wins): Origin → Host → token in query → transport
-//! authentication. Browsers are refused before anything else is looked at, and a leaked
+//! Order of the checks (first failure wins): absolute-form target → Origin → Host → token in
+//! query → transport authentication. Browsers are refused before anything else is looked at, and a leaked
 //! token in a URL is reported even when the header is also present.
 
 use super::error::ApiError;
@@ -46,6 +46,9 @@ pub struct RequestFacts<'a> {
     pub query: &'a str,
     /// The request path.
     pub path: &'a str,
+    /// The request target was in absolute form (`GET http://host/v1/…`), i.e. a proxy
+    /// request: refused with 400 whatever its host names.
+    pub absolute_target: bool,
 }
 
 /// The daemon-side settings [`authorize`] checks against.
@@ -61,6 +64,11 @@ pub struct Policy<'a> {
 
 /// Decides whether a request may proceed, and with which [`Access`].
 pub fn authorize(facts: &RequestFacts<'_>, policy: &Policy<'_>) -> Result<Access, ApiError> {
+    if facts.absolute_target {
+        return Err(ApiError::invalid(
+            "absolute-form request target: send origin-form (`GET /v1/…`)",
+        ));
+    }
     if facts.has_origin {
         return Err(ApiError::ForbiddenOrigin);
     }
@@ -152,9 +160,10 @@ pub fn host_allowed(host: Option<&str>) -> bool {
 }
 
 /// True when the query string carries a `token` parameter (percent-encoded names included).
+/// Both `&` and `;` separate parameters (some servers and frameworks accept either).
 pub fn query_has_token(query: &str) -> bool {
     query
-        .split('&')
+        .split(['&', ';'])
         .map(|pair| pair.split_once('=').map_or(pair, |(k, _)| k))
         .any(|key| percent_decode(key).eq_ignore_ascii_case("token"))
 }
@@ -199,6 +208,7 @@ mod tests {
             authorization: None,
             query: "",
             path: "/v1/send",
+            absolute_target: false,
         }
     }
 
@@ -268,6 +278,27 @@ mod tests {
         assert!(query_has_token("token"));
         assert!(!query_has_token(""));
         assert!(!query_has_token("tokens=1&x=token"));
+    }
+
+    #[test]
+    fn semicolon_separates_query_parameters_too() {
+        assert!(query_has_token("limit=1;token=abc"));
+        assert!(query_has_token("a=1&b=2;tok%65n=x"));
+        assert!(!query_has_token("a=token;b=1"));
+    }
+
+    #[test]
+    fn absolute_form_targets_are_refused_first() {
+        let p = policy(false);
+        let mut f = facts(Transport::Unix {
+            peer_uid: Some(1000),
+        });
+        f.absolute_target = true;
+        f.has_origin = true;
+        assert!(matches!(
+            authorize(&f, &p),
+            Err(ApiError::InvalidRequest { .. })
+        ));
     }
 
     #[test]

@@ -70,6 +70,15 @@ pub enum ServiceError {
         /// The file.
         path: PathBuf,
     },
+    /// A value to be written into the file holds a control character (a newline would add
+    /// a directive of its own); nothing is written.
+    #[error("refusing to write a service file: {what} contains a control character ({value:?})")]
+    ControlCharacter {
+        /// Which value (`binary path`, `--mesh`, an environment variable).
+        what: String,
+        /// The value, debug-escaped.
+        value: String,
+    },
     /// Nothing to uninstall.
     #[error("no claudemeshd service installed at {path}")]
     NotInstalled {
@@ -83,7 +92,9 @@ impl ServiceError {
     /// environment), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ServiceError::RefusedInCi | ServiceError::NoHome => 2,
+            ServiceError::RefusedInCi
+            | ServiceError::NoHome
+            | ServiceError::ControlCharacter { .. } => 2,
             _ => 1,
         }
     }
@@ -328,7 +339,7 @@ pub fn install(
         return Err(ServiceError::RefusedInCi);
     }
     let path = spec.format.path(home);
-    let content = render(spec);
+    let content = render(spec)?;
     let existed = path.exists();
     let (program, stop, start) = install_plan(spec.format, &path);
     let manual: Vec<String> = start.iter().map(|c| c.join(" ")).collect();

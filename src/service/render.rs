@@ -2,11 +2,15 @@
 //! `include_str!`): the systemd user unit and the launchd agent plist (SPEC §10).
 //!
 //! Pure string work. Invariants: every value placed in a file is escaped for that file's
-//! syntax (systemd quoting with `%`/`$` doubled, XML entities), so a path with spaces or
-//! quotes cannot change the meaning of the file; the rendered text always carries
+//! syntax (systemd quoting with `%` doubled, and `$` doubled in arguments but not in the
+//! executable word, which systemd does not expand; XML entities), so a path with spaces or
+//! quotes cannot change the meaning of the file; a value holding a control character is
+//! refused, never written; the rendered text always carries
 //! [`MARKER`], which is how `uninstall-service` recognises a file it wrote.
 
 use std::path::{Path, PathBuf};
+
+use super::ServiceError;
 
 /// The systemd user unit template.
 pub const SYSTEMD_TEMPLATE: &str = include_str!("../../config/claudemeshd.service");
@@ -102,15 +106,54 @@ impl ServiceSpec {
     }
 }
 
-/// Renders the file for `spec`.
-pub fn render(spec: &ServiceSpec) -> String {
+/// Refuses any value that holds a control character (`\n` would start a new directive in a
+/// unit; XML 1.0 cannot carry most of them at all).
+fn check_values(spec: &ServiceSpec) -> Result<(), ServiceError> {
+    let mut values: Vec<(String, String)> = vec![
+        ("the binary path".into(), spec.binary.display().to_string()),
+        (
+            "the config dir".into(),
+            spec.config_dir.display().to_string(),
+        ),
+        (
+            "the daemon dir".into(),
+            spec.daemon_dir.display().to_string(),
+        ),
+    ];
+    values.extend(
+        spec.meshes
+            .iter()
+            .map(|m| ("--mesh".to_string(), m.clone())),
+    );
+    for (k, v) in &spec.environment {
+        values.push((format!("environment variable {k:?}"), k.clone()));
+        values.push((format!("environment variable {k:?}"), v.clone()));
+    }
+    match values
+        .into_iter()
+        .find(|(_, v)| v.chars().any(char::is_control))
+    {
+        Some((what, value)) => Err(ServiceError::ControlCharacter {
+            what,
+            value: format!("{value:?}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Renders the file for `spec`; refuses values with control characters.
+pub fn render(spec: &ServiceSpec) -> Result<String, ServiceError> {
+    check_values(spec)?;
     let version = format!("claudemeshd {}", env!("CARGO_PKG_VERSION"));
-    match spec.format {
+    Ok(match spec.format {
         ServiceFormat::Systemd => {
+            // systemd expands `$VAR` in arguments (so `$` is doubled there) but takes the
+            // executable word literally: a doubled `$` would name another file.
             let exec: Vec<String> = spec
                 .arguments()
                 .iter()
-                .map(|a| systemd_quote(a, true))
+                .enumerate()
+                .map(|(i, a)| systemd_quote(a, i > 0))
                 .collect();
             let env: String = spec
                 .environment
@@ -164,7 +207,7 @@ pub fn render(spec: &ServiceSpec) -> String {
                     &xml_escape(&spec.launchd_stdio().display().to_string()),
                 )
         }
-    }
+    })
 }
 
 /// Quotes one word for a systemd unit: `%` is always doubled (specifiers), `$` too when
@@ -212,7 +255,7 @@ mod tests {
 
     #[test]
     fn systemd_unit_pins_the_binary_and_every_directive() {
-        let unit = render(&spec(ServiceFormat::Systemd));
+        let unit = render(&spec(ServiceFormat::Systemd)).unwrap();
         assert!(unit.contains(
             "ExecStart=\"/opt/claude mesh/bin/claudemeshd\" up --mesh work --mesh \"a&b\"\n"
         ));
@@ -237,7 +280,7 @@ mod tests {
 
     #[test]
     fn launchd_plist_escapes_xml_and_logs_to_the_daemon_dir() {
-        let plist = render(&spec(ServiceFormat::Launchd));
+        let plist = render(&spec(ServiceFormat::Launchd)).unwrap();
         assert!(plist.contains("<string>/opt/claude mesh/bin/claudemeshd</string>"));
         assert!(plist.contains("<string>a&amp;b</string>"));
         assert!(plist.contains("<string>--log-file</string>"));
@@ -255,6 +298,39 @@ mod tests {
         assert_eq!(systemd_quote("$HOME", false), "$HOME");
         assert_eq!(systemd_quote("a \"b\"\\", true), "\"a \\\"b\\\"\\\\\"");
         assert_eq!(systemd_quote("", true), "\"\"");
+    }
+
+    #[test]
+    fn the_executable_word_keeps_its_dollar_and_arguments_double_it() {
+        let mut s = spec(ServiceFormat::Systemd);
+        s.binary = PathBuf::from("/opt/a$b/100%/claudemeshd");
+        s.meshes = vec!["$HOME".into()];
+        let unit = render(&s).unwrap();
+        assert!(
+            unit.contains("ExecStart=/opt/a$b/100%%/claudemeshd up --mesh $$HOME\n"),
+            "{unit}"
+        );
+    }
+
+    #[test]
+    fn control_characters_in_any_value_are_refused() {
+        for format in [ServiceFormat::Systemd, ServiceFormat::Launchd] {
+            let mut s = spec(format);
+            s.binary = PathBuf::from("/opt/x\nExecStartPre=/bin/evil");
+            assert!(matches!(
+                render(&s),
+                Err(ServiceError::ControlCharacter { .. })
+            ));
+            let mut s = spec(format);
+            s.meshes = vec!["work\r".into()];
+            assert!(render(&s).is_err());
+            let mut s = spec(format);
+            s.environment = vec![("CLAUDEMESH_CONFIG_DIR".into(), "/a\u{7f}".into())];
+            assert!(render(&s).is_err());
+            let mut s = spec(format);
+            s.config_dir = PathBuf::from("/a\tb");
+            assert!(render(&s).is_err());
+        }
     }
 
     #[test]

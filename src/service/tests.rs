@@ -72,7 +72,7 @@ fn reinstall_stops_rewrites_reloads_and_starts() {
     );
     assert_eq!(
         std::fs::read_to_string(ServiceFormat::Systemd.path(home.path())).unwrap(),
-        render(&s)
+        render(&s).unwrap()
     );
 }
 

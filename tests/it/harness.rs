@@ -145,6 +145,16 @@ pub const REAL_RATE: [(&str, &str); 1] = [("CLAUDEMESH_BROKER_RATE_BURST", "10")
 impl Daemon {
     /// Spawns `claudemeshd up --tcp-port 0` without waiting.
     pub fn spawn(config_dir: &Path, extra_env: &[(&str, &str)], args: &[&str]) -> Daemon {
+        Daemon::spawn_with(config_dir, extra_env, args, |_| {})
+    }
+
+    /// [`Daemon::spawn`] with a last say on the command (e.g. resource limits).
+    pub fn spawn_with(
+        config_dir: &Path,
+        extra_env: &[(&str, &str)],
+        args: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let daemon_dir = config_dir.join("daemon");
         let _ = std::fs::create_dir_all(&daemon_dir);
         let stderr_log = config_dir.join(format!("daemon-{}.log", std::process::id()));
@@ -164,6 +174,7 @@ impl Daemon {
         for (k, v) in FAST_ENV.iter().chain(extra_env) {
             cmd.env(k, v);
         }
+        setup(&mut cmd);
         let child = cmd.spawn().expect("spawn daemon");
         Daemon {
             child: Some(child),

@@ -4,12 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod flood;
 mod harness;
 mod head;
 mod late_acks;
 mod reload;
 mod runtime;
-mod security;
+pub mod security;
 mod service;
 mod startup;
 mod storage;

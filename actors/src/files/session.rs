@@ -10,7 +10,7 @@
 //! 0600 is tightened.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read as _};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -55,15 +55,20 @@ pub fn new_session_id() -> String {
 /// Reads the session id at `path` (one line), or creates it (0600, atomically). See the
 /// module doc for a malformed file.
 pub fn load_or_create_session_id(path: &Path) -> Result<(String, SessionIdState), FilesError> {
-    let state = match fs::read(path) {
-        Ok(bytes) => {
-            let mode = fs::metadata(path)
+    // Opened like every file of the daemon dir: no link followed, ours, one link.
+    let opened = super::open_owned(path, fs::OpenOptions::new().read(true));
+    let state = match opened {
+        Ok(mut file) => {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(io_err("read", path))?;
+            let mode = file
+                .metadata()
                 .map_err(io_err("stat", path))?
                 .permissions()
                 .mode()
                 & 0o7777;
             if mode & !0o600 != 0 {
-                fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+                file.set_permissions(fs::Permissions::from_mode(0o600))
                     .map_err(io_err("chmod", path))?;
             }
             match std::str::from_utf8(&bytes).map(str::trim) {
@@ -79,8 +84,10 @@ pub fn load_or_create_session_id(path: &Path) -> Result<(String, SessionIdState)
                 },
             }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => SessionIdState::Created,
-        Err(e) => return Err(io_err("read", path)(e)),
+        Err(FilesError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            SessionIdState::Created
+        }
+        Err(e) => return Err(e),
     };
     let id = new_session_id();
     write_private_file(path, format!("{id}\n").as_bytes())?;

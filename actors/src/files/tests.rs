@@ -179,3 +179,100 @@ fn too_long_socket_path_is_refused_with_its_length() {
         Err(FilesError::SocketPathTooLong { .. })
     ));
 }
+
+/// Tests that chown to another uid need root; without it they must fail, not pass silently.
+fn require_root(what: &str) {
+    assert_eq!(
+        our_uid(),
+        0,
+        "{what} needs root (it chowns files to uid 65534); run the tests as root, as CI does"
+    );
+}
+
+#[test]
+fn a_planted_lock_symlink_is_refused_and_its_target_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "precious\n").unwrap();
+    let lock = dir.path().join("daemon.lock");
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    match acquire_lock(&lock) {
+        Err(FilesError::Untrusted { path, what }) => {
+            assert_eq!(path, lock);
+            assert_eq!(what, "a symbolic link");
+        }
+        other => panic!("expected Untrusted, got {other:?}"),
+    }
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    // A dangling link is not created through either.
+    let dangling = dir.path().join("other.lock");
+    std::os::unix::fs::symlink(dir.path().join("would-be-created"), &dangling).unwrap();
+    assert!(acquire_lock(&dangling).is_err());
+    assert!(!dir.path().join("would-be-created").exists());
+}
+
+#[test]
+fn a_planted_hard_link_is_refused_and_its_target_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "precious\n").unwrap();
+    let lock = dir.path().join("daemon.lock");
+    fs::hard_link(&victim, &lock).unwrap();
+    assert!(matches!(
+        acquire_lock(&lock),
+        Err(FilesError::Untrusted { .. })
+    ));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(matches!(
+        check_entry(&lock),
+        Err(FilesError::Untrusted { .. })
+    ));
+}
+
+#[test]
+fn a_token_symlink_is_refused_and_pid_links_read_as_no_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("elsewhere");
+    fs::write(&target, "stolen-token\n").unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
+    let token = dir.path().join("local-token");
+    std::os::unix::fs::symlink(&target, &token).unwrap();
+    assert!(matches!(
+        load_or_create_token(&token),
+        Err(FilesError::Untrusted { .. })
+    ));
+    fs::write(&target, "4242\n").unwrap();
+    let pid = dir.path().join("daemon.pid");
+    std::os::unix::fs::symlink(&target, &pid).unwrap();
+    assert_eq!(read_pid_file(&pid), None);
+    assert!(matches!(
+        check_entry(&pid),
+        Err(FilesError::Untrusted { .. })
+    ));
+    assert!(check_entry(&dir.path().join("absent")).is_ok());
+}
+
+#[test]
+fn a_daemon_dir_or_lock_of_another_user_is_refused() {
+    require_root("a_daemon_dir_or_lock_of_another_user_is_refused");
+    let root = tempfile::tempdir().unwrap();
+    let theirs = root.path().join("daemon");
+    fs::create_dir(&theirs).unwrap();
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    match ensure_private_dir(&theirs) {
+        Err(FilesError::NotOwned { owner, .. }) => assert_eq!(owner, 65534),
+        other => panic!("expected NotOwned, got {other:?}"),
+    }
+    assert_eq!(mode_of(&theirs), 0o777, "someone else's dir is left alone");
+    let ours = root.path().join("ours");
+    ensure_private_dir(&ours).unwrap();
+    let lock = ours.join("daemon.lock");
+    fs::write(&lock, "theirs\n").unwrap();
+    std::os::unix::fs::chown(&lock, Some(65534), Some(65534)).unwrap();
+    assert!(matches!(
+        acquire_lock(&lock),
+        Err(FilesError::NotOwned { owner: 65534, .. })
+    ));
+    assert_eq!(fs::read_to_string(&lock).unwrap(), "theirs\n");
+}
