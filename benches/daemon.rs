@@ -1,8 +1,11 @@
 //! Daemon benchmark: real processes (dev broker + daemons, release build) on loopback.
 //! Prints one table: accept throughput and latency over the socket at several concurrencies,
 //! end-to-end latency daemon → dev broker → daemon → SSE, drain throughput, idle RSS, and
-//! start-to-health with 100,000 outbox rows. Run with `make bench`. Bounded: every phase has
-//! a fixed amount of work and a timeout.
+//! start-to-health with 100,000 outbox rows; the idle cost of a daemon as shipped (wake-ups
+//! per second and CPU over 60 s with one open broker link) and the CPU time per 10,000
+//! accepts. Run with `make bench`; `cargo bench --bench daemon -- idle` runs the idle phase
+//! alone, and `CLAUDEMESH_BENCH_BIN=<path>` measures another build of the binary. Bounded:
+//! every phase has a fixed amount of work and a timeout.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,7 +18,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_claudemeshd");
+/// The binary under test: this build's, unless `CLAUDEMESH_BENCH_BIN` names another.
+fn bin() -> String {
+    std::env::var("CLAUDEMESH_BENCH_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_claudemeshd").to_string())
+}
+
+/// How long the idle phase watches the daemon.
+const IDLE_WINDOW: Duration = Duration::from_secs(60);
 
 struct Proc(Child);
 
@@ -35,7 +45,7 @@ impl Drop for Proc {
 }
 
 fn broker(state: &Path, port: u16) -> (Proc, String, u16) {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["dev-broker", "--no-rate-limit", "--state"])
         .arg(state)
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -57,8 +67,23 @@ fn broker(state: &Path, port: u16) -> (Proc, String, u16) {
     (Proc(child), url, port)
 }
 
+/// A daemon as shipped: default tuning and logging, TCP port on (any free port, so benches
+/// and a real daemon on this machine do not collide).
+fn shipped_daemon(config: &Path) -> Proc {
+    let child = Command::new(bin())
+        .arg("up")
+        .env("CLAUDEMESH_CONFIG_DIR", config)
+        .env("CLAUDEMESH_IPC_TCP_PORT", "0")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
 fn daemon(config: &Path) -> Proc {
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .args(["up", "--no-tcp"])
         .env("CLAUDEMESH_CONFIG_DIR", config)
         .env("CLAUDEMESH_BROKER_RATE_BURST", "1000000000")
@@ -149,7 +174,16 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// `total` accepts from `conc` keep-alive connections; `same_id` repeats one id.
-fn accept_run(sock: &Path, conc: usize, total: usize, same_id: bool, tag: &str) -> (f64, f64, f64) {
+/// Returns (req/s, p50 ms, p99 ms, daemon CPU ms per 10,000 accepts); `pid` is the daemon's.
+fn accept_run(
+    sock: &Path,
+    pid: u32,
+    conc: usize,
+    total: usize,
+    same_id: bool,
+    tag: &str,
+) -> (f64, f64, f64, f64) {
+    let cpu_before = process_cpu_ms(pid);
     let lat = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let start = Instant::now();
     std::thread::scope(|s| {
@@ -187,9 +221,15 @@ fn accept_run(sock: &Path, conc: usize, total: usize, same_id: bool, tag: &str) 
         }
     });
     let secs = start.elapsed().as_secs_f64();
+    let cpu_per_10k = (process_cpu_ms(pid) - cpu_before) * 10_000.0 / total.max(1) as f64;
     let mut l = lat.lock().unwrap().clone();
     l.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (l.len() as f64 / secs, pct(&l, 0.5), pct(&l, 0.99))
+    (
+        l.len() as f64 / secs,
+        pct(&l, 0.5),
+        pct(&l, 0.99),
+        cpu_per_10k,
+    )
 }
 
 /// A `/proc/<pid>/status` field in kB (`VmRSS`, `RssAnon`, ...).
@@ -204,12 +244,159 @@ fn status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// One thread's counters: name, context switches (voluntary + not), nanoseconds on a CPU.
+#[derive(Clone, Default)]
+struct TaskSample {
+    name: String,
+    switches: u64,
+    cpu_ns: u64,
+}
+
+/// Every thread of `pid`, by thread id, from `/proc/<pid>/task/*/{status,schedstat}`.
+fn sample_tasks(pid: u32) -> std::collections::BTreeMap<u32, TaskSample> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let mut t = TaskSample::default();
+        for line in status.lines() {
+            let mut it = line.split_whitespace();
+            match it.next() {
+                Some("Name:") => t.name = it.collect::<Vec<_>>().join(" "),
+                Some("voluntary_ctxt_switches:") | Some("nonvoluntary_ctxt_switches:") => {
+                    t.switches += it.next().and_then(|v| v.parse().ok()).unwrap_or(0)
+                }
+                _ => {}
+            }
+        }
+        t.cpu_ns = std::fs::read_to_string(entry.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+            .unwrap_or(0);
+        out.insert(tid, t);
+    }
+    out
+}
+
+/// CPU time of the whole process (every thread, ended ones too), in ms, from
+/// `/proc/<pid>/stat` (utime + stime, clock ticks of 10 ms).
+fn process_cpu_ms(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 * 1e3 / hz
+}
+
+/// Idle cost over [`IDLE_WINDOW`]: (wake-ups per second, CPU ms per minute, per-thread
+/// wake-ups per second by thread name, busiest first).
+fn idle_cost(pid: u32) -> (f64, f64, Vec<(String, f64)>) {
+    let before = sample_tasks(pid);
+    let start = Instant::now();
+    std::thread::sleep(IDLE_WINDOW);
+    let after = sample_tasks(pid);
+    let secs = start.elapsed().as_secs_f64();
+    let mut switches = 0u64;
+    let mut cpu_ns = 0u64;
+    let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
+    for (tid, a) in &after {
+        let b = before.get(tid).cloned().unwrap_or_default();
+        let d = a.switches.saturating_sub(b.switches);
+        switches += d;
+        cpu_ns += a.cpu_ns.saturating_sub(b.cpu_ns);
+        *by_name.entry(a.name.clone()).or_default() += d;
+    }
+    let mut threads: Vec<(String, f64)> = by_name
+        .into_iter()
+        .filter(|(_, d)| *d > 0)
+        .map(|(n, d)| (n, d as f64 / secs))
+        .collect();
+    threads.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+    (
+        switches as f64 / secs,
+        cpu_ns as f64 / 1e6 * 60.0 / secs,
+        threads,
+    )
+}
+
+/// The idle phase: a daemon as shipped with one open broker link, left alone for a minute.
+fn idle_phase(dir: &Path, rows: &mut Vec<(String, String)>) {
+    let state = dir.join("idle-broker");
+    let (broker_proc, url, _) = broker(&state, 0);
+    let out = dir.join("idle-out");
+    let o = Command::new(bin())
+        .args(["dev-mesh", "create", "--state"])
+        .arg(&state)
+        .args(["--broker-url", &url, "--members", "ida", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let config = out.join("ida");
+    let sock = config.join("daemon/daemon.sock");
+    let d = shipped_daemon(&config);
+    wait_open(&sock);
+    // The start's own traffic (peer list, profile, first ping) settles first.
+    std::thread::sleep(Duration::from_secs(3));
+    let (wakes, cpu_ms, threads) = idle_cost(d.0.id());
+    let open = health(&sock).is_some_and(|h| h["meshes"][0]["broker_status"] == "open");
+    rows.push((
+        format!(
+            "idle, one open broker link, {} s (as shipped)",
+            IDLE_WINDOW.as_secs()
+        ),
+        format!(
+            "{wakes:>9.2} wake-ups/s   CPU {cpu_ms:.1} ms/min ({:.4} %){}",
+            cpu_ms / 600.0,
+            if open { "" } else { "   LINK NOT OPEN" }
+        ),
+    ));
+    let top: Vec<String> = threads
+        .iter()
+        .take(6)
+        .map(|(n, w)| format!("{n} {w:.2}"))
+        .collect();
+    rows.push(("idle wake-ups/s by thread".into(), top.join(", ")));
+    drop(d);
+    drop(broker_proc);
+}
+
 fn main() {
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+
     let dir = tempfile::tempdir().unwrap();
+    let mut rows: Vec<(String, String)> = Vec::new();
+    println!("claudemeshd benchmark (release build, loopback, 2-core machine)\n");
+    if only.iter().any(|a| a == "idle") {
+        idle_phase(dir.path(), &mut rows);
+        print_rows(rows);
+        return;
+    }
     let state = dir.path().join("broker");
     let (first_broker, url, port) = broker(&state, 0);
     let out = dir.path().join("out");
-    let o = Command::new(BIN)
+    let o = Command::new(bin())
         .args(["dev-mesh", "create", "--state"])
         .arg(&state)
         .args(["--broker-url", &url, "--members", "alice,bob", "--out"])
@@ -227,20 +414,19 @@ fn main() {
         bob_dir.join("daemon/daemon.sock"),
     );
     assert!(wait_for(Duration::from_secs(20), || health(&asock).is_some()));
-
-    let mut rows: Vec<(String, String)> = Vec::new();
-    println!("claudemeshd benchmark (release build, loopback, 2-core machine)\n");
+    let apid = alice.0.id();
     for (conc, total) in [(1usize, 5_000usize), (16, 40_000), (64, 64_000)] {
-        let (rate, p50, p99) = accept_run(&asock, conc, total, false, &format!("c{conc}"));
+        let (rate, p50, p99, cpu) =
+            accept_run(&asock, apid, conc, total, false, &format!("c{conc}"));
         rows.push((
             format!("accept, unique ids, c={conc}"),
-            format!("{rate:>9.0} req/s   p50 {p50:.3} ms   p99 {p99:.3} ms"),
+            format!("{rate:>9.0} req/s   p50 {p50:.3} ms   p99 {p99:.3} ms   CPU {cpu:.0} ms/10k"),
         ));
     }
-    let (rate, p50, p99) = accept_run(&asock, 64, 64_000, true, "same");
+    let (rate, p50, p99, cpu) = accept_run(&asock, apid, 64, 64_000, true, "same");
     rows.push((
         "accept, one repeated id, c=64".into(),
-        format!("{rate:>9.0} req/s   p50 {p50:.3} ms   p99 {p99:.3} ms"),
+        format!("{rate:>9.0} req/s   p50 {p50:.3} ms   p99 {p99:.3} ms   CPU {cpu:.0} ms/10k"),
     ));
 
     // Drain: the broker comes back; time from link open until nothing is pending.
@@ -347,7 +533,7 @@ fn main() {
     drop(broker_proc);
     let fill = daemon(&alice_dir);
     assert!(wait_for(Duration::from_secs(20), || health(&asock).is_some()));
-    let (_, _, _) = accept_run(&asock, 64, 100_032, false, "fill");
+    let (_, _, _, _) = accept_run(&asock, fill.0.id(), 64, 100_032, false, "fill");
     let pending = health(&asock).unwrap()["outbox"]["pending"]
         .as_i64()
         .unwrap_or(0);
@@ -363,6 +549,11 @@ fn main() {
     drop(again);
     let _ = port;
 
+    idle_phase(dir.path(), &mut rows);
+    print_rows(rows);
+}
+
+fn print_rows(rows: Vec<(String, String)>) {
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in rows {
         println!("{k:<w$}  {v}");

@@ -60,6 +60,10 @@ impl OutboxDrainer {
                 (Op::Retry(e, true, now + delay), None)
             }
         };
+        if let Op::Retry(_, _, at) = &op {
+            // No tick finds the row when its backoff ends: the drainer's timer must.
+            self.note_due(ctx, *at);
+        }
         let set_target = if resolved_now { target } else { None };
         let dest = store::destination_key(&row).to_string();
         self.updates.push(Update {
@@ -157,10 +161,14 @@ impl OutboxDrainer {
                 meshes.insert(u.row.mesh);
             }
             for (mesh, rows) in claimed {
-                let rows = rows.unwrap_or_else(|e| {
-                    log::error!("outbox claim for {mesh} failed: {e}");
-                    Vec::new()
-                });
+                let rows = match rows {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        log::error!("outbox claim for {mesh} failed: {e}");
+                        act.claim_failed(ctx);
+                        Vec::new()
+                    }
+                };
                 act.claimed(ctx, &mesh, rows);
                 meshes.remove(&mesh);
             }

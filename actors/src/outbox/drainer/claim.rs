@@ -51,10 +51,12 @@ impl OutboxDrainer {
                 Ok(Ok(rows)) => rows,
                 Ok(Err(e)) => {
                     act.log_db_failure(&format!("claim for {slug}"), &e);
+                    act.claim_failed(ctx);
                     Vec::new()
                 }
                 Err(e) => {
                     log::error!("outbox db unavailable: {e}");
+                    act.claim_failed(ctx);
                     Vec::new()
                 }
             };

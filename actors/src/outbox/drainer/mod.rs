@@ -13,11 +13,11 @@
 //!
 //! Handlers live beside their message family: `accept` (group commit), `claim` (claim,
 //! resolve, dispatch, link events), `apply` (group apply of outcomes, close), `queries`
-//! (operator reads and requeue). This file holds the state, housekeeping and the stop.
+//! (operator reads and requeue), `wake` (the one timer, armed only while a backoff is
+//! running). This file holds the state, housekeeping and the stop.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -27,6 +27,7 @@ mod apply;
 mod claim;
 mod late;
 mod queries;
+mod wake;
 
 use super::db::{DbTask, OutboxDb};
 use super::msg::*;
@@ -40,8 +41,6 @@ use crate::metrics::Metrics;
 use crate::settings::OutboxTuning;
 use crate::time::now_ms;
 
-/// How often due rows are looked for even without a trigger (backoff expiry).
-const TICK: Duration = Duration::from_millis(250);
 /// Backoff of rows whose target is offline or unresolved (not counted), capped (SPEC §5.4).
 const OFFLINE_CAP_MS: u64 = 60_000;
 /// Backoff of counted failures.
@@ -122,6 +121,8 @@ pub struct OutboxDrainer {
     updating: bool,
     /// Dispatch numbers and timed-out rows, for late acks (`late.rs`).
     late: late::LateAcks,
+    /// When backoffs expire, and the one timer armed for the earliest (`wake.rs`).
+    due: wake::DueTimes,
 }
 
 impl OutboxDrainer {
@@ -176,6 +177,7 @@ impl OutboxDrainer {
             updates: Vec::new(),
             updating: false,
             late: late::LateAcks::default(),
+            due: wake::DueTimes::default(),
         }
     }
 }
@@ -230,20 +232,15 @@ impl OutboxDrainer {
 impl Actor for OutboxDrainer {
     type Context = Context<Self>;
 
+    /// No fixed tick: claims follow events, and backoff expiries arm one timer (`wake.rs`).
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(TICK, |act, ctx| {
-            let up: Vec<String> = act
-                .meshes
-                .iter()
-                .filter(|(_, s)| s.up)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for mesh in up {
-                act.drain(ctx, &mesh);
-            }
-        });
         self.housekeeping(ctx);
-        ctx.run_interval(Duration::from_secs(60), |act, ctx| act.housekeeping(ctx));
+        // Rows an earlier run left backing off: their expiry arms the timer.
+        self.schedule_from_db(ctx);
+        ctx.run_interval(wake::HOUSEKEEPING, |act, ctx| {
+            act.housekeeping(ctx);
+            act.drain_all(ctx);
+        });
     }
 }
 

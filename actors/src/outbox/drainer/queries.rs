@@ -45,8 +45,9 @@ impl Handler<GetOutboxCounts> for OutboxDrainer {
 }
 
 impl Handler<RequeueRow> for OutboxDrainer {
-    type Result = ResponseFuture<Result<store::Requeued, OutboxError>>;
+    type Result = ResponseActFuture<Self, Result<store::Requeued, OutboxError>>;
 
+    /// The new row is due at once: a successful requeue claims on every link that is up.
     fn handle(&mut self, msg: RequeueRow, _ctx: &mut Context<Self>) -> Self::Result {
         // An inflight row may be requeued only when it is not really in flight (SPEC §5.4).
         // A mesh with a claim running may hold rows already inflight in the database whose
@@ -82,6 +83,12 @@ impl Handler<RequeueRow> for OutboxDrainer {
                 now_ms(),
             ))
         }));
-        Box::pin(async move { fut.await??.map_err(OutboxError::Requeue) })
+        let work = async move { fut.await??.map_err(OutboxError::Requeue) };
+        Box::pin(work.into_actor(self).map(|res, act, ctx| {
+            if res.is_ok() {
+                act.drain_all(ctx);
+            }
+            res
+        }))
     }
 }

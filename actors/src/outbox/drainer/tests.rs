@@ -265,3 +265,131 @@ async fn a_name_resolved_at_drain_time_does_not_overtake_an_older_row_to_its_tar
         .unwrap();
     assert_eq!(b.attempts, 0, "waiting behind A is not an attempt");
 }
+
+// --- Issue 15: no fixed tick; a backoff's expiry is the only timer. ---
+
+/// As [`rig_of`], with `prepare` run on the database after the accepts and before the
+/// drainer starts (what an earlier run of the daemon left behind).
+fn rig_prepared(
+    sends: &[NewSend],
+    link: FakeLink,
+    prepare: impl FnOnce(&rusqlite::Connection),
+) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = store::open(&dir.path().join("outbox.db"), Durability::Normal, false).unwrap();
+    let now = crate::time::now_ms();
+    for (i, send) in sends.iter().enumerate() {
+        store::accept_batch(&mut conn, std::slice::from_ref(send), now + i as i64).unwrap();
+    }
+    prepare(&conn);
+    let db = OutboxDb::start_in_arbiter(&Arbiter::new().handle(), move |_| OutboxDb::new(conn));
+    let delivered = link.delivered.clone();
+    let link = link.start();
+    let links = vec![(
+        "m1".to_string(),
+        MemberKeys::generate(),
+        LinkRecipients {
+            deliver: link.clone().recipient(),
+            resolve: link.clone().recipient(),
+            rate_limited: link.clone().recipient(),
+        },
+    )];
+    let drainer = OutboxDrainer::with_links(
+        db.clone(),
+        links,
+        OutboxTuning::default(),
+        link.recipient(),
+        Arc::new(Metrics::default()),
+    )
+    .start();
+    Rig {
+        _dir: dir,
+        db,
+        drainer,
+        delivered,
+    }
+}
+
+/// A row left backing off by an earlier run waits out its backoff, then goes without any
+/// other trigger: the drainer reads the next due time from the database when it starts.
+#[actix::test]
+async fn a_backoff_left_in_the_database_expires_on_time_after_a_start() {
+    let due_in = 700;
+    let r = rig_prepared(
+        &[topic_send("a", 0, "#t", Some("#t"))],
+        FakeLink::default(),
+        |c| {
+            c.execute(
+                "UPDATE outbox SET next_attempt_at = ?1, last_error = 'no connected peer'",
+                [crate::time::now_ms() + due_in],
+            )
+            .unwrap();
+        },
+    );
+    let started = std::time::Instant::now();
+    r.drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        r.delivered.lock().unwrap().is_empty(),
+        "sent before its backoff ended"
+    );
+    assert!(wait_for(|| r.delivered.lock().unwrap().len() == 1).await);
+    assert!(started.elapsed() >= Duration::from_millis(due_in as u64 - 50));
+}
+
+/// A row refused as offline backs off (250–1000 ms for a first retry) and is sent again when
+/// the backoff ends: the retry's due time arms the drainer's timer.
+#[actix::test]
+async fn a_row_refused_as_offline_is_sent_again_when_its_backoff_expires() {
+    let link = FakeLink {
+        refuse_once: vec!["a".into()],
+        ..FakeLink::default()
+    };
+    let r = rig_of(
+        &[topic_send("a", 0, "#t", Some("#t"))],
+        OutboxTuning::default(),
+        link,
+    );
+    r.drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
+    assert!(wait_for(|| r.delivered.lock().unwrap().len() == 2).await);
+    let mut done = false;
+    for _ in 0..250 {
+        done = statuses(&r.db).await == [Status::Done];
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(done);
+}
+
+/// A requeued row is due at once and goes at once (no tick would find it).
+#[actix::test]
+async fn a_requeued_row_is_sent_at_once() {
+    let r = rig(&["a"]);
+    let id =
+        r.db.send(DbTask::new(|conn| {
+            let row = store::list(conn, None, 1)?.remove(0);
+            store::mark_dead(conn, row.id, "payload too large", 0)?;
+            Ok(row.id)
+        }))
+        .await
+        .unwrap()
+        .unwrap();
+    r.drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        r.delivered.lock().unwrap().is_empty(),
+        "a dead row was sent"
+    );
+    r.drainer
+        .send(RequeueRow {
+            id,
+            new_client_message_id: Some("a2".into()),
+            by: "test".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(wait_for(|| *r.delivered.lock().unwrap() == ["a2"]).await);
+}

@@ -1,4 +1,5 @@
-//! Operator and housekeeping queries: requeue (SPEC §5.4), listing, counts, payload pruning.
+//! Operator and housekeeping queries: requeue (SPEC §5.4), listing, counts, payload pruning,
+//! and the next backoff expiry the drainer sleeps until ([`next_due_after`]).
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
@@ -151,4 +152,18 @@ pub fn prune_payloads(conn: &Connection, done_before_ms: i64) -> Result<usize, S
         [done_before_ms],
     )
     .map_err(StoreError::sql("prune_payloads"))
+}
+
+/// The earliest `next_attempt_at` of a `pending` row that is later than `after_ms`: when the
+/// next backoff expires (None: no row waits for a future time). One seek of the
+/// `(status, next_attempt_at)` index. Rows already due are not counted: whatever holds them
+/// back (their link is down, an older row of their destination is in flight, the window is
+/// full) ends with an event that claims again.
+pub fn next_due_after(conn: &Connection, after_ms: i64) -> Result<Option<i64>, StoreError> {
+    conn.prepare_cached(
+        "SELECT min(next_attempt_at) FROM outbox
+          WHERE status = 'pending' AND next_attempt_at > ?1",
+    )
+    .and_then(|mut st| st.query_row([after_ms], |r| r.get(0)))
+    .map_err(StoreError::sql("next_due_after"))
 }

@@ -173,3 +173,26 @@ fn list_is_newest_first_and_filters_by_status_and_counts_add_up() {
         }
     );
 }
+
+#[test]
+fn next_due_after_is_the_earliest_future_backoff_of_a_pending_row() {
+    let (_d, _p, mut conn) = temp_db();
+    assert_eq!(next_due_after(&conn, NOW).unwrap(), None, "empty outbox");
+    let a = queue(&mut conn, send(Some("a"), 1, "#a", Some("#a")), NOW);
+    let b = queue(&mut conn, send(Some("b"), 2, "#b", Some("#b")), NOW);
+    let c = queue(&mut conn, send(Some("c"), 3, "#c", Some("#c")), NOW);
+    assert_eq!(
+        next_due_after(&conn, NOW).unwrap(),
+        None,
+        "rows due now are not a future wake-up"
+    );
+    assert_eq!(claim_ids(&mut conn, NOW, 10), vec![a, b, c]);
+    mark_retry(&conn, a, "no connected peer", false, NOW + 900, 25, NOW).unwrap();
+    mark_retry(&conn, b, "ack_timeout", true, NOW + 400, 25, NOW).unwrap();
+    assert_eq!(next_due_after(&conn, NOW).unwrap(), Some(NOW + 400));
+    assert_eq!(next_due_after(&conn, NOW + 400).unwrap(), Some(NOW + 900));
+    assert_eq!(next_due_after(&conn, NOW + 900).unwrap(), None);
+    // A dead row never wakes anyone.
+    mark_dead(&conn, a, "payload too large", NOW).unwrap();
+    assert_eq!(next_due_after(&conn, NOW + 400).unwrap(), None);
+}
