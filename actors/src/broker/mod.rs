@@ -22,6 +22,7 @@ pub mod msg;
 pub mod nudge;
 pub mod peers;
 pub mod rate;
+mod timers;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -53,9 +54,6 @@ type WsSink = SinkWrite<WsMessage, SplitSink<Framed<BoxedSocket, Codec>, WsMessa
 
 /// How long a shutdown waits for the broker to answer our close frame.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
-
-/// How often overdue acks are looked for.
-const ACK_SWEEP: Duration = Duration::from_millis(100);
 
 /// A send waiting for its ack.
 struct PendingAck {
@@ -129,9 +127,12 @@ pub struct BrokerConnection {
     connected_since: Option<i64>,
     last_rx: Instant,
     /// Send acks awaited, by frame id (the row's client_message_id), with their deadlines.
-    /// One sweep timer expires them: a timer per send would make every poll of this actor's
-    /// context walk thousands of sleeping futures.
+    /// One timer at the earliest deadline expires them (`timers.rs`): a timer per send would
+    /// make every poll of this actor's context walk thousands of sleeping futures.
     pending_acks: HashMap<String, PendingAck>,
+    /// The armed ack timer: when it fires and its handle (None: nothing awaits an ack, or
+    /// the timer is firing).
+    ack_timer: Option<(Instant, SpawnHandle)>,
     /// Callers waiting for the next `peers_list`.
     peer_waiters: Vec<oneshot::Sender<()>>,
     /// When the outstanding `list_peers` was sent (cleared by its answer).
@@ -183,6 +184,7 @@ impl BrokerConnection {
             connected_since: None,
             last_rx: Instant::now(),
             pending_acks: HashMap::new(),
+            ack_timer: None,
             peer_waiters: Vec::new(),
             peers_requested_at: None,
             joined_since_refresh: Vec::new(),
@@ -311,18 +313,9 @@ impl BrokerConnection {
         });
         let ping = Duration::from_millis(self.cfg.tuning.ping_interval_ms.max(10));
         ctx.run_interval(ping, |act, _| act.ping());
-        // Staleness is checked often so a dead socket goes within ~stale_after_ms, not a
-        // ping interval later.
-        let check = Duration::from_millis((self.cfg.tuning.stale_after_ms / 5).clamp(10, 1_000));
-        ctx.run_interval(check, |act, ctx| act.watchdog(ctx));
-        ctx.run_interval(ACK_SWEEP, |act, ctx| act.expire_acks(ctx));
-    }
-
-    fn watchdog(&mut self, ctx: &mut Context<Self>) {
-        let stale = Duration::from_millis(self.cfg.tuning.stale_after_ms);
-        if self.last_rx.elapsed() > stale {
-            self.fail(ctx, "stale: nothing received within stale_after_ms".into());
-        }
+        // One timer at the instant the link would go stale, not a periodic check: a dead
+        // socket still goes at stale_after_ms (`timers.rs`). Acks arm their own timer.
+        self.arm_watchdog(ctx);
     }
 
     fn ping(&mut self) {
@@ -390,6 +383,7 @@ impl Supervised for BrokerConnection {
         self.hello_acked = false;
         self.connected_since = None;
         self.pending_acks.clear();
+        self.ack_timer = None;
         self.peer_waiters.clear();
         self.peers_requested_at = None;
         self.joined_since_refresh.clear();

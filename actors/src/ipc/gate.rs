@@ -167,10 +167,14 @@ pub async fn run(
         }
     };
     let registry = Rc::new(RefCell::new(Registry::default()));
+    // The trim and the shed log's flush run every 2 s only while they have something to do
+    // (a peak to trim, shed connections to log): an idle gate sleeps in `accept`.
     let mut trim = tokio::time::interval(Duration::from_secs(2));
+    trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut paused = false;
     let mut shed = ShedLog::default();
     let (grace, done) = loop {
+        let chores = shed.pending() || registry.borrow().peak >= TRIM_PEAK;
         tokio::select! {
             cmd = commands.recv() => match cmd {
                 Some(GateCommand::Pause) => paused = true,
@@ -185,7 +189,7 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            _ = trim.tick() => {
+            _ = trim.tick(), if chores => {
                 shed.flush();
                 maybe_trim(&registry);
             }
@@ -306,11 +310,14 @@ fn admit(
     }
 }
 
+/// Connections open at once past which a fall back to a quarter trims the heap.
+const TRIM_PEAK: usize = 64;
+
 /// Hands memory freed after a flood back to the OS: glibc keeps freed heap pages otherwise,
 /// and a daemon under `MemoryMax` must come back down.
 fn maybe_trim(registry: &Rc<RefCell<Registry>>) {
     let mut r = registry.borrow_mut();
-    if r.peak >= 64 && r.slots.len() * 4 <= r.peak {
+    if r.peak >= TRIM_PEAK && r.slots.len() * 4 <= r.peak {
         r.peak = r.slots.len();
         drop(r);
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -348,8 +355,13 @@ impl ShedLog {
         self.last_error = Some(e.to_string());
     }
 
+    /// Something waits to be logged.
+    fn pending(&self) -> bool {
+        self.evicted + self.refused + self.accept_errors > 0
+    }
+
     fn flush(&mut self) {
-        if self.evicted + self.refused + self.accept_errors == 0 {
+        if !self.pending() {
             return;
         }
         if self.last_line.is_some_and(|t| t.elapsed() < Self::INTERVAL) {

@@ -1,5 +1,5 @@
 //! Sends and their acks: [`DeliverSend`] (paced by the mirrored rate-limit bucket), the ack
-//! sweep that answers `Timeout`, the correlation of `ack` frames, and **late acks** — a
+//! expiry that answers `Timeout` (its timer in `timers.rs`), the correlation of `ack` frames, and **late acks** — a
 //! `queued:true` ack for a send already answered `Timeout` is reported to the drainer as
 //! [`LinkEvent::LateAck`] so the row is credited instead of sent twice. [`RateLimited`].
 
@@ -145,6 +145,7 @@ impl Handler<DeliverSend> for BrokerConnection {
                 resend_of_overdue,
             },
         );
+        self.arm_ack_timer(ctx, deadline);
         let write = move |act: &mut Self, ctx: &mut Context<Self>| {
             if act.pending_acks.contains_key(&id) && !act.send_text(frame) {
                 if let Some(p) = act.pending_acks.remove(&id) {
