@@ -7,6 +7,7 @@ mod cli;
 mod flood;
 mod harness;
 mod head;
+mod idle;
 mod late_acks;
 mod reload;
 mod runtime;
