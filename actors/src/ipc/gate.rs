@@ -12,6 +12,10 @@
 //! `Connection: close` by the routes, so slots past the head free up at once.
 //!
 //! After a flood the allocator's free memory is handed back to the OS (`malloc_trim`).
+//!
+//! Idle cost (issue 15): the HTTP service is dropped after [`SERVICE_IDLE`] without a
+//! connection (its date timer would wake the thread twice a second) and built again on the
+//! next one; the periodic chores run only while there is one to do.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -32,6 +36,14 @@ pub use super::prefixed::PrefixedStream;
 pub type Serve = Rc<dyn Fn(PrefixedStream, Option<SocketAddr>) -> Served>;
 /// The future of one served connection.
 pub type Served = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+/// Builds the HTTP service (at start, and again on a connection after it was dropped).
+pub type MakeServe =
+    Rc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Serve, ()>>>>>;
+
+/// The HTTP service is dropped after this long without a TCP connection: actix-http keeps a
+/// 500 ms date timer per service, two wake-ups a second while no client is there (issue 15).
+/// It is built again, in microseconds, when the next connection is accepted.
+const SERVICE_IDLE: Duration = Duration::from_secs(10);
 
 /// Commands from the IpcListener actor to the gate (which runs on its own arbiter).
 pub enum GateCommand {
@@ -152,7 +164,7 @@ async fn refuse(stream: &mut TcpStream, status: &str, body: &str) {
 pub async fn run(
     listener: std::net::TcpListener,
     limits: ConnLimits,
-    serve: Serve,
+    make_serve: MakeServe,
     stopping: Rc<tokio::sync::Notify>,
     mut commands: mpsc::UnboundedReceiver<GateCommand>,
 ) {
@@ -166,15 +178,24 @@ pub async fn run(
             return;
         }
     };
+    // Built once here so that a broken service shows at start, not at the first request.
+    let mut serve = match make_serve().await {
+        Ok(serve) => Some(serve),
+        Err(()) => {
+            log::error!("ipc: the TCP service did not start");
+            return;
+        }
+    };
     let registry = Rc::new(RefCell::new(Registry::default()));
-    // The trim and the shed log's flush run every 2 s only while they have something to do
-    // (a peak to trim, shed connections to log): an idle gate sleeps in `accept`.
-    let mut trim = tokio::time::interval(Duration::from_secs(2));
-    trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The 2 s chores (trim, the shed log's flush, dropping an idle service) run only while
+    // there is one to do: a gate with no service and nothing to log sleeps in `accept`.
+    let mut chore = tokio::time::interval(Duration::from_secs(2));
+    chore.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle_since: Option<Instant> = None;
     let mut paused = false;
     let mut shed = ShedLog::default();
     let (grace, done) = loop {
-        let chores = shed.pending() || registry.borrow().peak >= TRIM_PEAK;
+        let chores = serve.is_some() || shed.pending() || registry.borrow().peak >= TRIM_PEAK;
         tokio::select! {
             cmd = commands.recv() => match cmd {
                 Some(GateCommand::Pause) => paused = true,
@@ -182,16 +203,28 @@ pub async fn run(
                 None => break (Duration::ZERO, None),
             },
             accepted = listener.accept(), if !paused => match accepted {
-                Ok((stream, peer)) => admit(stream, peer, &registry, &limits, &serve, &mut shed),
+                Ok((stream, peer)) => {
+                    if serve.is_none() {
+                        serve = make_serve().await.ok();
+                    }
+                    idle_since = None;
+                    match &serve {
+                        Some(serve) => admit(stream, peer, &registry, &limits, serve, &mut shed),
+                        None => log::error!("ipc: the TCP service did not start; connection closed"),
+                    }
+                }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     shed.accept_failed(&e);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            _ = trim.tick(), if chores => {
+            _ = chore.tick(), if chores => {
                 shed.flush();
                 maybe_trim(&registry);
+                if serve.is_some() && drop_idle_service(&registry, &mut idle_since) {
+                    serve = None;
+                }
             }
         }
     };
@@ -308,6 +341,21 @@ fn admit(
     if let Some(slot) = registry.borrow_mut().slots.get_mut(&id) {
         slot.task = Some(task);
     }
+}
+
+/// Whether the HTTP service has been without a connection for [`SERVICE_IDLE`]; `idle_since`
+/// tracks since when (checked on the 2 s chore tick).
+fn drop_idle_service(registry: &Rc<RefCell<Registry>>, idle_since: &mut Option<Instant>) -> bool {
+    if !registry.borrow().slots.is_empty() {
+        *idle_since = None;
+        return false;
+    }
+    let since = *idle_since.get_or_insert_with(Instant::now);
+    if since.elapsed() < SERVICE_IDLE {
+        return false;
+    }
+    *idle_since = None;
+    true
 }
 
 /// Connections open at once past which a fall back to a quarter trims the heap.

@@ -121,13 +121,17 @@ impl IpcListener {
                 // The closure is sent to the arbiter's thread; the gate itself (not `Send`)
                 // is spawned there.
                 let spawned = arbiter.spawn_fn(move || {
-                    actix_web::rt::spawn(async move {
-                        let stopping = Rc::new(tokio::sync::Notify::new());
-                        match tcp_service(data, configure, limits, Rc::clone(&stopping)).await {
-                            Ok(serve) => gate::run(tcp, limits, serve, stopping, rx).await,
-                            Err(()) => log::error!("ipc: the TCP service did not start"),
-                        }
+                    let stopping = Rc::new(tokio::sync::Notify::new());
+                    let signal = Rc::clone(&stopping);
+                    let make: gate::MakeServe = Rc::new(move || {
+                        Box::pin(tcp_service(
+                            data.clone(),
+                            configure.clone(),
+                            limits,
+                            Rc::clone(&signal),
+                        ))
                     });
+                    actix_web::rt::spawn(gate::run(tcp, limits, make, stopping, rx));
                 });
                 if !spawned {
                     return Err(std::io::Error::other(
@@ -149,7 +153,7 @@ impl IpcListener {
 }
 
 /// The routes as an HTTP/1 service for the TCP gate (built on the gate's arbiter: the app is
-/// not `Send`).
+/// not `Send`). The gate builds it at start and again after dropping it for idleness.
 async fn tcp_service(
     data: web::Data<Handles>,
     configure: Configure,
