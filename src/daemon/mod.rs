@@ -312,7 +312,10 @@ async fn serve_once(
             unix: attach.unix,
             tcp: attach.tcp,
             configure,
-            workers: 2,
+            // One worker: the daemon serves one user, and every actix-web worker keeps a
+            // 500 ms date timer (about 4 wake-ups a second each, idle or not; issue 15).
+            // Accept throughput with one worker: README, Benchmarks.
+            workers: 1,
             shutdown_grace: Duration::from_secs(5),
             limits: process.limits,
         },
