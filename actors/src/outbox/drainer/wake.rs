@@ -171,8 +171,10 @@ mod tests {
 
     #[test]
     fn wake_ups_are_at_least_the_minimum_gap_apart() {
-        let mut d = DueTimes::default();
-        d.last_fire = 10_000;
+        let mut d = DueTimes {
+            last_fire: 10_000,
+            ..DueTimes::default()
+        };
         d.insert(10_001, 10_000);
         d.insert(10_002, 10_000);
         assert_eq!(d.next_fire(), Some(10_000 + MIN_GAP_MS));
