@@ -1,7 +1,8 @@
 //! Timers armed only when there is work (issue 15): with no periodic sweep or tick left, an
 //! ack still times out on time, and the backoff that follows still expires on time and sends
 //! the row again without any other event. Short configured timings; the broker is frozen
-//! (SIGSTOP) so that no ack ever comes.
+//! (SIGSTOP) so that no ack ever comes. The TCP gate drops its HTTP service when idle and
+//! builds it again for the next connection.
 
 use std::time::{Duration, Instant};
 
@@ -95,4 +96,36 @@ fn an_ack_times_out_on_time_and_the_backoff_expiry_sends_the_row_again() {
     let r = row(&alice, "idle-1");
     assert_eq!(r["attempts"], 3, "{r}");
     assert_eq!(r["last_error"], "ack_timeout", "{r}");
+}
+
+#[test]
+fn the_tcp_service_dropped_when_idle_is_built_again_for_the_next_request() {
+    let w = World::new("alice", &["--no-rate-limit"]);
+    let d = Daemon::start(
+        &w.config_dir("alice"),
+        &[("RUST_LOG", "info,claudemesh_actors::ipc::gate=debug")],
+    );
+    let bearer = format!("Bearer {}", d.token());
+    let health = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", d.tcp_port())).expect("connect");
+        raw_request(
+            &mut s,
+            "GET",
+            "/v1/health",
+            &[("Authorization", &bearer)],
+            "",
+        )
+    };
+    assert_eq!(health().status, 200);
+    // Idle for 10 s (checked on a 2 s tick): the service and its date timer go.
+    assert!(
+        wait_until(Duration::from_secs(20), || d
+            .log()
+            .contains("TCP service dropped")),
+        "{}",
+        d.log()
+    );
+    let again = health();
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert!(d.log().contains("TCP service built again"), "{}", d.log());
 }

@@ -206,6 +206,7 @@ pub async fn run(
                 Ok((stream, peer)) => {
                     if serve.is_none() {
                         serve = make_serve().await.ok();
+                        log::debug!("ipc: TCP service built again");
                     }
                     idle_since = None;
                     match &serve {
@@ -224,6 +225,7 @@ pub async fn run(
                 maybe_trim(&registry);
                 if serve.is_some() && drop_idle_service(&registry, &mut idle_since) {
                     serve = None;
+                    log::debug!("ipc: TCP service dropped after {} s idle", SERVICE_IDLE.as_secs());
                 }
             }
         }
