@@ -27,6 +27,9 @@ mod apply;
 mod claim;
 mod late;
 mod queries;
+mod sessions;
+
+pub use sessions::{SessionLinkAdded, SessionLinkRemoved};
 
 use super::db::{DbTask, OutboxDb};
 use super::msg::*;
@@ -122,6 +125,8 @@ pub struct OutboxDrainer {
     updating: bool,
     /// Dispatch numbers and timed-out rows, for late acks (`late.rs`).
     late: late::LateAcks,
+    /// Session connections, for rows sent by a session (`sessions.rs`).
+    session_routes: sessions::SessionRoutes,
 }
 
 impl OutboxDrainer {
@@ -176,6 +181,7 @@ impl OutboxDrainer {
             updates: Vec::new(),
             updating: false,
             late: late::LateAcks::default(),
+            session_routes: Default::default(),
         }
     }
 }

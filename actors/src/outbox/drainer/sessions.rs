@@ -1,0 +1,143 @@
+//! Rows sent by a session (SPEC §12 "Sending as a session"): which link a row goes out on.
+//!
+//! The session registry tells the drainer of every session connection it starts
+//! ([`SessionLinkAdded`]) and ends ([`SessionLinkRemoved`]); the connection reports its presence
+//! ([`LinkEvent::Session`](crate::broker::msg::LinkEvent::Session)). A row that records a
+//! session goes out over that session's connection, sealed with the session key, while the
+//! presence is open; it waits (uncounted, its destination held so later rows keep their
+//! place) while the connection is down; it goes through the member connection, sealed with
+//! the member key, once the session has ended or when the broker does not serve
+//! `session_hello` (unsupported or refused: never stuck).
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+
+use super::{LinkRecipients, OutboxDrainer};
+use crate::broker::session::{PresenceState, PresenceUpdate};
+use crate::broker::BrokerConnection;
+use crate::crypto::MemberKeys;
+
+/// A session connection the drainer can send over.
+pub(super) struct SessionRoute {
+    mesh: String,
+    keys: MemberKeys,
+    link: LinkRecipients,
+    state: PresenceState,
+    /// Destinations whose head row waits for this session's connection.
+    held: Vec<String>,
+}
+
+/// Where one row goes.
+pub(super) enum Route {
+    /// The mesh's member connection and key.
+    Member,
+    /// The session's connection and key (the member link still resolves names).
+    Session(LinkRecipients, MemberKeys),
+    /// The session's connection is down: the row waits.
+    Hold,
+}
+
+/// Command from the registry: a session connection started.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionLinkAdded {
+    pub mesh: String,
+    /// The session keypair.
+    pub keys: MemberKeys,
+    pub link: Addr<BrokerConnection>,
+}
+
+/// Command from the registry: the session of this pubkey ended; its rows go through the member.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionLinkRemoved {
+    pub mesh: String,
+    pub session_pubkey: String,
+}
+
+/// The session routes, by session pubkey.
+#[derive(Default)]
+pub(super) struct SessionRoutes(HashMap<String, SessionRoute>);
+
+impl SessionRoutes {
+    /// The route of a row sent by `session` (`None`: the member's own row).
+    pub(super) fn route(&self, session: Option<&str>) -> Route {
+        let Some(route) = session.and_then(|s| self.0.get(s)) else {
+            return Route::Member;
+        };
+        match route.state {
+            PresenceState::Open => Route::Session(route.link.clone(), route.keys.clone()),
+            PresenceState::Down => Route::Hold,
+            PresenceState::Unsupported | PresenceState::Rejected(_) => Route::Member,
+        }
+    }
+
+    /// Holds `dest` until `session`'s connection opens or the session ends.
+    pub(super) fn hold(&mut self, session: &str, dest: String) {
+        if let Some(r) = self.0.get_mut(session) {
+            if !r.held.contains(&dest) {
+                r.held.push(dest);
+            }
+        }
+    }
+
+    /// Destinations of `mesh` held by a session connection that is down.
+    pub(super) fn held(&self, mesh: &str) -> impl Iterator<Item = &String> + '_ {
+        let mesh = mesh.to_string();
+        self.0
+            .values()
+            .filter(move |r| r.mesh == mesh)
+            .flat_map(|r| r.held.iter())
+    }
+}
+
+impl Handler<SessionLinkAdded> for OutboxDrainer {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionLinkAdded, _ctx: &mut Context<Self>) {
+        let Some(member) = self.meshes.get(&msg.mesh) else {
+            return;
+        };
+        let link = LinkRecipients {
+            deliver: msg.link.clone().recipient(),
+            // Names resolve against the member connection's peer list.
+            resolve: member.link.resolve.clone(),
+            rate_limited: msg.link.recipient(),
+        };
+        let route = SessionRoute {
+            mesh: msg.mesh,
+            keys: msg.keys.clone(),
+            link,
+            state: PresenceState::Down,
+            held: Vec::new(),
+        };
+        self.session_routes.0.insert(msg.keys.pubkey_hex(), route);
+    }
+}
+
+impl Handler<SessionLinkRemoved> for OutboxDrainer {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionLinkRemoved, ctx: &mut Context<Self>) {
+        // Its held rows go out through the member connection from now on.
+        if self.session_routes.0.remove(&msg.session_pubkey).is_some() {
+            self.drain(ctx, &msg.mesh);
+        }
+    }
+}
+
+impl OutboxDrainer {
+    /// A session connection's presence changed: release its held rows when it opens or will
+    /// not open (unsupported, refused), then drain.
+    pub(super) fn on_session_presence(&mut self, ctx: &mut Context<Self>, u: PresenceUpdate) {
+        let Some(route) = self.session_routes.0.get_mut(&u.session_pubkey) else {
+            return;
+        };
+        route.state = u.state;
+        if route.state != PresenceState::Down {
+            route.held.clear();
+            self.drain(ctx, &u.mesh);
+        }
+    }
+}
