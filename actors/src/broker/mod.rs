@@ -250,7 +250,7 @@ impl BrokerConnection {
     /// Session connections: the broker does not serve `session_hello` (`no_hello`, or no
     /// answer) or refused it with a §1.10 code.
     fn refuse(&mut self, state: session::PresenceState) {
-        if self.cfg.session.is_none() || self.refused {
+        if self.cfg.session.is_none() {
             return;
         }
         self.refused = true;

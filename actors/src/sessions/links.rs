@@ -79,7 +79,8 @@ impl SessionRegistry {
                     groups: s.groups.clone(),
                 },
                 presence: ctx.address().recipient(),
-                attestation_ttl_ms: f.tuning.session_attestation_ttl_ms,
+                attestation_ttl_ms: i64::try_from(f.tuning.session_attestation_ttl_ms)
+                    .unwrap_or(crate::broker::session::ATTESTATION_TTL_MS),
                 retry_after_refusal_ms: f.tuning.session_retry_ms,
             }),
         };

@@ -124,8 +124,8 @@ pub struct BrokerTuning {
     /// answer) or refused tries again after this long, milliseconds (SPEC §12: 5 minutes).
     pub session_retry_ms: u64,
     /// Lifetime of the attestation the daemon signs on each session connect, milliseconds
-    /// (SPEC §12: 12 h; the broker refuses more than 24 h).
-    pub session_attestation_ttl_ms: i64,
+    /// (SPEC §12: 12 h; the broker refuses more than 24 h with `ttl_too_long`).
+    pub session_attestation_ttl_ms: u64,
 }
 
 impl Default for BrokerTuning {
