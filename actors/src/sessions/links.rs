@@ -91,11 +91,11 @@ impl SessionRegistry {
         };
         let metrics = f.metrics.clone();
         let link = Supervisor::start(move |_| BrokerConnection::new(link_cfg, peers, metrics));
-        f.drainer.do_send(SessionLinkAdded {
-            mesh: s.mesh.clone(),
-            keys: presence.keys.clone(),
-            link: link.clone(),
-        });
+        f.drainer.do_send(SessionLinkAdded::new(
+            s.mesh.clone(),
+            presence.keys.clone(),
+            link.clone(),
+        ));
         self.links.insert(digest.to_string(), link);
     }
 

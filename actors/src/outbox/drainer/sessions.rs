@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use actix::prelude::*;
 
 use super::{LinkRecipients, OutboxDrainer};
+use crate::broker::msg::{DeliverSend, RateLimited};
 use crate::broker::session::{PresenceState, PresenceUpdate};
 use crate::broker::BrokerConnection;
 use crate::crypto::MemberKeys;
@@ -45,7 +46,21 @@ pub struct SessionLinkAdded {
     pub mesh: String,
     /// The session keypair.
     pub keys: MemberKeys,
-    pub link: Addr<BrokerConnection>,
+    /// The session connection's sends.
+    pub deliver: Recipient<DeliverSend>,
+    pub rate_limited: Recipient<RateLimited>,
+}
+
+impl SessionLinkAdded {
+    /// For the session connection `link` of `mesh`, with the session keypair `keys`.
+    pub fn new(mesh: String, keys: MemberKeys, link: Addr<BrokerConnection>) -> Self {
+        SessionLinkAdded {
+            mesh,
+            keys,
+            deliver: link.clone().recipient(),
+            rate_limited: link.recipient(),
+        }
+    }
 }
 
 /// Command from the registry: the session of this pubkey ended; its rows go through the member.
@@ -100,10 +115,10 @@ impl Handler<SessionLinkAdded> for OutboxDrainer {
             return;
         };
         let link = LinkRecipients {
-            deliver: msg.link.clone().recipient(),
+            deliver: msg.deliver,
             // Names resolve against the member connection's peer list.
             resolve: member.link.resolve.clone(),
-            rate_limited: msg.link.recipient(),
+            rate_limited: msg.rate_limited,
         };
         let route = SessionRoute {
             mesh: msg.mesh,
@@ -141,3 +156,7 @@ impl OutboxDrainer {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "sessions_tests.rs"]
+mod tests;
