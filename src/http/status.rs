@@ -9,8 +9,8 @@ use claudemesh_actors::handles::{DaemonInfo, Handles};
 use claudemesh_actors::metrics::Metrics;
 use claudemesh_actors::outbox::msg::GetOutboxCounts;
 use claudemesh_actors::outbox::store::Counts;
-use claudemesh_actors::time::{iso_from_ms, now_ms};
 use claudemesh_actors::sessions::links::SessionConnections;
+use claudemesh_actors::time::{iso_from_ms, now_ms};
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 

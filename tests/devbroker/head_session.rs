@@ -281,7 +281,10 @@ async fn the_daemons_session_hello_is_accepted_and_expired_or_forged_ones_are_re
     let mut forged = frame(&mallory.keys, now + 3_600_000);
     forged["parentMemberPubkey"] = json!(alice.pubkey);
     forged["parentAttestation"]["parentMemberPubkey"] = json!(alice.pubkey);
-    for (code, f) in [("expired", frame(&alice.keys, now - 1_000)), ("bad_signature", forged)] {
+    for (code, f) in [
+        ("expired", frame(&alice.keys, now - 1_000)),
+        ("bad_signature", forged),
+    ] {
         let got = rejected(&url, f).await;
         assert_eq!(got, (code.to_owned(), Some((1008, code.to_owned()))));
     }

@@ -243,7 +243,9 @@ impl BrokerConnection {
             session_pubkey: s.id.pubkey(),
             state,
         };
-        self.peers_out.drainer.do_send(LinkEvent::Session(update.clone()));
+        self.peers_out
+            .drainer
+            .do_send(LinkEvent::Session(update.clone()));
         s.presence.do_send(update);
     }
 

@@ -101,8 +101,8 @@ pub fn session_hello(
 ) -> String {
     let member_pubkey = member.pubkey_hex();
     let session_pubkey = s.pubkey();
-    let attestation =
-        member.sign_hex(attestation_canonical(&member_pubkey, &session_pubkey, expires_at).as_bytes());
+    let attestation = member
+        .sign_hex(attestation_canonical(&member_pubkey, &session_pubkey, expires_at).as_bytes());
     let signature = s.keys.sign_hex(
         hello_canonical(mesh_id, &member_pubkey, &session_pubkey, timestamp_ms).as_bytes(),
     );
@@ -152,7 +152,10 @@ mod tests {
     use serde_json::Value;
 
     fn vectors() -> Value {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/crypto-vectors.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/crypto-vectors.json"
+        );
         serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json")
     }
 
@@ -177,14 +180,26 @@ mod tests {
             role: None,
             groups: vec![],
         };
-        let frame: Value = serde_json::from_str(&session_hello("mesh_test_0001", "member-a", &a, &link, ts, expires))
-            .expect("frame json");
+        let frame: Value = serde_json::from_str(&session_hello(
+            "mesh_test_0001",
+            "member-a",
+            &a,
+            &link,
+            ts,
+            expires,
+        ))
+        .expect("frame json");
         assert_eq!(
             attestation_canonical(&a.pubkey_hex(), &a_session.pubkey_hex(), expires),
             sv["attestation_canonical"].as_str().expect("canonical")
         );
         assert_eq!(
-            hello_canonical("mesh_test_0001", &a.pubkey_hex(), &a_session.pubkey_hex(), ts),
+            hello_canonical(
+                "mesh_test_0001",
+                &a.pubkey_hex(),
+                &a_session.pubkey_hex(),
+                ts
+            ),
             sv["hello_canonical"].as_str().expect("canonical")
         );
         assert_eq!(
@@ -194,7 +209,10 @@ mod tests {
         assert_eq!(frame["signature"], sv["hello_signature_hex_by_session_key"]);
         assert_eq!(frame["type"], "session_hello");
         assert_eq!(frame["sessionPubkey"], a_session.pubkey_hex());
-        assert_eq!(frame["parentAttestation"]["sessionPubkey"], frame["sessionPubkey"]);
+        assert_eq!(
+            frame["parentAttestation"]["sessionPubkey"],
+            frame["sessionPubkey"]
+        );
         assert_eq!(frame["parentMemberId"], "member-a");
     }
 
@@ -204,18 +222,19 @@ mod tests {
         let (b, a_session) = (keys(&v, "B"), keys(&v, "A_session"));
         let dm = &v["session_dm"];
         let nonce_b64 = dm["nonce_b64"].as_str().expect("nonce");
-        let nonce: [u8; 24] = base64::Engine::decode(
-            &base64::engine::general_purpose::STANDARD,
-            nonce_b64,
-        )
-        .expect("b64")
-        .try_into()
-        .expect("24 bytes");
+        let nonce: [u8; 24] =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, nonce_b64)
+                .expect("b64")
+                .try_into()
+                .expect("24 bytes");
         let plain = dm["plaintext_utf8"].as_str().expect("plaintext");
         let sealed =
             crate::crypto::seal_dm_with_nonce(&a_session, &b.pubkey_hex(), plain.as_bytes(), nonce)
                 .expect("seal");
-        assert_eq!(sealed.ciphertext_b64, dm["ciphertext_b64"].as_str().expect("ct"));
+        assert_eq!(
+            sealed.ciphertext_b64,
+            dm["ciphertext_b64"].as_str().expect("ct")
+        );
         let opened = crate::crypto::open_dm(
             &b,
             &a_session.pubkey_hex(),
@@ -226,7 +245,8 @@ mod tests {
         assert_eq!(opened, plain.as_bytes());
         // The member's key is not the sender: opening with it fails.
         let a = keys(&v, "A");
-        assert!(crate::crypto::open_dm(&b, &a.pubkey_hex(), nonce_b64, &sealed.ciphertext_b64)
-            .is_err());
+        assert!(
+            crate::crypto::open_dm(&b, &a.pubkey_hex(), nonce_b64, &sealed.ciphertext_b64).is_err()
+        );
     }
 }

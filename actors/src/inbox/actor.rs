@@ -99,10 +99,13 @@ impl Handler<PushReceived> for InboxStore {
         // On a session connection, a DM opened with the session key is addressed to the
         // session; anything else it carries (broadcasts, groups, topics) is the mesh's and is
         // stored as the member's, like its copy on the member connection (SPEC §12).
-        let session_dm = msg.session.as_ref().and_then(|sk| match decrypt(Some(sk), &push) {
-            (body, MessageKind::Dm) => Some((body, sk.pubkey_hex())),
-            _ => None,
-        });
+        let session_dm = msg
+            .session
+            .as_ref()
+            .and_then(|sk| match decrypt(Some(sk), &push) {
+                (body, MessageKind::Dm) => Some((body, sk.pubkey_hex())),
+                _ => None,
+            });
         let (body, kind, recipient_pubkey, recipient_kind) = match session_dm {
             Some((body, pubkey)) => (body, MessageKind::Dm, Some(pubkey), RecipientKind::Session),
             None => {

@@ -346,9 +346,7 @@ impl Handler<CloseSessions> for SessionRegistry {
         ctx.stop();
         Box::pin(async move {
             futures_util::future::join_all(
-                links
-                    .iter()
-                    .map(|l| l.send(crate::broker::msg::CloseLink)),
+                links.iter().map(|l| l.send(crate::broker::msg::CloseLink)),
             )
             .await;
         })

@@ -17,9 +17,8 @@ fn status_lists_links_and_outbox_depth() {
     assert!(text.starts_with("running: pid 7, version 0.1.0, up 3 s\n"));
     assert!(text.contains("tcp: off"));
     assert!(text.contains("mesh w: reconnecting (last error: boom)"));
-    assert!(text.contains(
-        "mesh v: open, session daemon-0123456789abcdef; session connections 1/2 open"
-    ));
+    assert!(text
+        .contains("mesh v: open, session daemon-0123456789abcdef; session connections 1/2 open"));
     assert!(text.contains("outbox: 2 pending, 0 inflight, 1 dead; oldest pending: 5 min"));
 }
 

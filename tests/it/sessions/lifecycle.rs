@@ -116,8 +116,11 @@ fn reaper_drops_a_killed_process_and_a_restart_rehydrates_only_the_same_process(
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(json_of(&r)["session"]["session_pubkey"], keys.pubkey_hex());
     // The seed profile does not serve `session_hello`: pending until it says so.
-    assert!(["pending", "unsupported"]
-        .contains(&json_of(&r)["session"]["presence_status"].as_str().unwrap_or("")));
+    assert!(["pending", "unsupported"].contains(
+        &json_of(&r)["session"]["presence_status"]
+            .as_str()
+            .unwrap_or("")
+    ));
 
     // While the daemon is down the pid is "reused": its start time no longer matches.
     assert_eq!(alice.stop(), Some(0));

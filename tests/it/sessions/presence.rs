@@ -15,7 +15,15 @@ use super::*;
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn register(d: &Daemon, token: &str, id: &str, mesh: &str, pid: u32, keys: &MemberKeys, member: &str) {
+fn register(
+    d: &Daemon,
+    token: &str,
+    id: &str,
+    mesh: &str,
+    pid: u32,
+    keys: &MemberKeys,
+    member: &str,
+) {
     let body = registration(token, id, mesh, pid, Some((keys, member)));
     let r = sock(d, "POST", "/v1/sessions/register", &[], &body.to_string());
     assert_eq!(r.status, 200, "{}", r.body);
@@ -164,14 +172,19 @@ fn a_session_is_its_own_peer_receives_only_its_dms_and_sends_as_itself() {
         .expect("read")
         .expect("an event");
     let data: Value = serde_json::from_str(&ev.data).expect("json");
-    assert_eq!((ev.event.as_str(), &data["body"]), ("message", &json!("to-s1")));
+    assert_eq!(
+        (ev.event.as_str(), &data["body"]),
+        ("message", &json!("to-s1"))
+    );
     assert_eq!(data["recipient_kind"], "session");
     // Session 2's replay does not carry it.
     assert!(replay(&alice, "message", &[("Authorization", h2.as_str())]).is_empty());
 
     // Session 1 sends as itself: bob gets the session pubkey as sender, decrypted.
     send_as(&alice, &t1, &w.pubkey("bob"), "from-s1");
-    assert!(wait_until(LONG, || bob.inbox_bodies().contains(&"from-s1".to_string())));
+    assert!(wait_until(LONG, || bob
+        .inbox_bodies()
+        .contains(&"from-s1".to_string())));
     let bob_items = items(&bob, &[]);
     let from = bob_items
         .iter()
@@ -297,7 +310,9 @@ fn a_refused_session_hello_is_logged_and_marked_and_its_sends_go_through_the_mem
     wait_status(&alice, &t, "rejected");
     assert!(alice.log().contains("ttl_too_long"), "{}", alice.log());
     send_as(&alice, &t, &w.pubkey("bob"), "via-member");
-    assert!(wait_until(LONG, || bob.inbox_bodies().contains(&"via-member".to_string())));
+    assert!(wait_until(LONG, || bob
+        .inbox_bodies()
+        .contains(&"via-member".to_string())));
     let from = items(&bob, &[])
         .into_iter()
         .find(|i| i["body"] == "via-member")
@@ -333,6 +348,10 @@ fn against_a_seed_broker_a_session_is_unsupported_and_sends_through_the_member()
         json!({"open": 0, "total": 1})
     );
     // Retried (every second here), still unsupported, never stuck.
-    assert!(wait_until(LONG, || alice.log().matches("session_hello not supported").count() >= 2));
+    assert!(wait_until(LONG, || alice
+        .log()
+        .matches("session_hello not supported")
+        .count()
+        >= 2));
     assert_eq!(presence_status(&alice, &t), "unsupported");
 }

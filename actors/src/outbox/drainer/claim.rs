@@ -116,7 +116,7 @@ impl OutboxDrainer {
         // A session's row goes over its own connection (SPEC §12), or waits for it.
         let (link, keys) = match self.session_routes.route(row.session_pubkey.as_deref()) {
             sessions::Route::Member => (st.link.clone(), st.keys.clone()),
-            sessions::Route::Session(link, keys) => (link, keys),
+            sessions::Route::Session(route) => *route,
             sessions::Route::Hold => {
                 let dest = store::destination_key(&row).to_string();
                 st.busy.remove(&dest);

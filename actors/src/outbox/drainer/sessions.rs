@@ -34,7 +34,7 @@ pub(super) enum Route {
     /// The mesh's member connection and key.
     Member,
     /// The session's connection and key (the member link still resolves names).
-    Session(LinkRecipients, MemberKeys),
+    Session(Box<(LinkRecipients, MemberKeys)>),
     /// The session's connection is down: the row waits.
     Hold,
 }
@@ -82,7 +82,9 @@ impl SessionRoutes {
             return Route::Member;
         };
         match route.state {
-            PresenceState::Open => Route::Session(route.link.clone(), route.keys.clone()),
+            PresenceState::Open => {
+                Route::Session(Box::new((route.link.clone(), route.keys.clone())))
+            }
             PresenceState::Down => Route::Hold,
             PresenceState::Unsupported | PresenceState::Rejected(_) => Route::Member,
         }

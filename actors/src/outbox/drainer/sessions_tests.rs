@@ -190,7 +190,10 @@ async fn a_session_row_waits_for_its_connection_then_goes_over_it_or_through_the
     }));
     assert!(wait_for(|| ids(&member_sent).len() == 2).await);
     assert_eq!(ids(&session_sent), ["s-p"]);
-    assert!(opens(&session_sent, "s-p", &peer, &s), "sealed by the session key");
+    assert!(
+        opens(&session_sent, "s-p", &peer, &s),
+        "sealed by the session key"
+    );
     assert_eq!(ids(&member_sent), ["m-p2", "m-p"]);
     assert!(opens(&member_sent, "m-p", &peer, &member.pubkey_hex()));
 
@@ -230,7 +233,12 @@ async fn an_unsupported_session_sends_through_the_member_at_once() {
     let (p, s) = (peer.pubkey_hex(), session.pubkey_hex());
     let dir = tempfile::tempdir().unwrap();
     let mut conn = store::open(&dir.path().join("outbox.db"), Durability::Normal, false).unwrap();
-    store::accept_batch(&mut conn, &[dm("s-p", 1, &p, Some(&s))], crate::time::now_ms()).unwrap();
+    store::accept_batch(
+        &mut conn,
+        &[dm("s-p", 1, &p, Some(&s))],
+        crate::time::now_ms(),
+    )
+    .unwrap();
     let db = OutboxDb::start_in_arbiter(&Arbiter::new().handle(), move |_| OutboxDb::new(conn));
     let (member_sent, session_sent) = (Sent::default(), Sent::default());
     let member_link = Recorder(member_sent.clone()).start();
