@@ -19,7 +19,9 @@ use crate::broker::{BrokerConnection, LinkConfig, LinkPeers};
 use crate::crypto::MemberKeys;
 use crate::inbox::msg::RecordEvent;
 use crate::metrics::Metrics;
-use crate::outbox::drainer::{OutboxDrainer, SessionLinkAdded, SessionLinkRemoved};
+use crate::outbox::drainer::{
+    OutboxDrainer, SessionLinkAdded, SessionLinkRemoved, SessionLinksReady,
+};
 use crate::settings::{BrokerTuning, JoinedMesh};
 
 /// What the registry needs to start session connections (given once the drainer exists).
@@ -128,6 +130,9 @@ impl Handler<AttachSessionLinks> for SessionRegistry {
         let digests: Vec<String> = self.sessions.keys().cloned().collect();
         for d in digests {
             self.start_link(ctx, &d, true);
+        }
+        if let Some(f) = &self.factory {
+            f.drainer.do_send(SessionLinksReady);
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::time::now_ms;
 impl OutboxDrainer {
     /// Claims due rows of `mesh` up to the free window and dispatches them.
     pub(super) fn drain(&mut self, ctx: &mut Context<Self>, mesh: &str) {
-        if self.closing {
+        if self.closing || !self.session_routes.ready {
             return;
         }
         let window = self.tuning.window.max(1) as usize;

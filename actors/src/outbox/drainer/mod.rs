@@ -29,7 +29,7 @@ mod late;
 mod queries;
 mod sessions;
 
-pub use sessions::{SessionLinkAdded, SessionLinkRemoved};
+pub use sessions::{SessionLinkAdded, SessionLinkRemoved, SessionLinksReady};
 
 use super::db::{DbTask, OutboxDb};
 use super::msg::*;
@@ -142,7 +142,11 @@ impl OutboxDrainer {
             .into_iter()
             .map(|t| (t.slug, t.keys, LinkRecipients::from(t.link)))
             .collect();
-        Self::with_links(db, links, tuning, journal, metrics)
+        let mut drainer = Self::with_links(db, links, tuning, journal, metrics);
+        // Rows sent by sessions must not be routed before the registry has said which
+        // sessions live ([`SessionLinksReady`]).
+        drainer.session_routes.ready = false;
+        drainer
     }
 
     /// A drainer over `db` sending each mesh `(slug, keys, link)` to `link`.

@@ -71,14 +71,33 @@ pub struct SessionLinkRemoved {
     pub session_pubkey: String,
 }
 
+/// Command from the registry: every live session's connection has been announced (sent once
+/// at start, after the rehydrated sessions' [`SessionLinkAdded`]); draining may begin.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionLinksReady;
+
 /// The session routes, by session pubkey.
-#[derive(Default)]
-pub(super) struct SessionRoutes(HashMap<String, SessionRoute>);
+pub(super) struct SessionRoutes {
+    routes: HashMap<String, SessionRoute>,
+    /// The registry has announced the live sessions: until then a session's row cannot be
+    /// told from an ended session's, so nothing is claimed.
+    pub(super) ready: bool,
+}
+
+impl Default for SessionRoutes {
+    fn default() -> Self {
+        SessionRoutes {
+            routes: HashMap::new(),
+            ready: true,
+        }
+    }
+}
 
 impl SessionRoutes {
     /// The route of a row sent by `session` (`None`: the member's own row).
     pub(super) fn route(&self, session: Option<&str>) -> Route {
-        let Some(route) = session.and_then(|s| self.0.get(s)) else {
+        let Some(route) = session.and_then(|s| self.routes.get(s)) else {
             return Route::Member;
         };
         match route.state {
@@ -92,7 +111,7 @@ impl SessionRoutes {
 
     /// Holds `dest` until `session`'s connection opens or the session ends.
     pub(super) fn hold(&mut self, session: &str, dest: String) {
-        if let Some(r) = self.0.get_mut(session) {
+        if let Some(r) = self.routes.get_mut(session) {
             if !r.held.contains(&dest) {
                 r.held.push(dest);
             }
@@ -102,7 +121,7 @@ impl SessionRoutes {
     /// Destinations of `mesh` held by a session connection that is down.
     pub(super) fn held(&self, mesh: &str) -> impl Iterator<Item = &String> + '_ {
         let mesh = mesh.to_string();
-        self.0
+        self.routes
             .values()
             .filter(move |r| r.mesh == mesh)
             .flat_map(|r| r.held.iter())
@@ -129,7 +148,9 @@ impl Handler<SessionLinkAdded> for OutboxDrainer {
             state: PresenceState::Down,
             held: Vec::new(),
         };
-        self.session_routes.0.insert(msg.keys.pubkey_hex(), route);
+        self.session_routes
+            .routes
+            .insert(msg.keys.pubkey_hex(), route);
     }
 }
 
@@ -138,8 +159,25 @@ impl Handler<SessionLinkRemoved> for OutboxDrainer {
 
     fn handle(&mut self, msg: SessionLinkRemoved, ctx: &mut Context<Self>) {
         // Its held rows go out through the member connection from now on.
-        if self.session_routes.0.remove(&msg.session_pubkey).is_some() {
+        if self
+            .session_routes
+            .routes
+            .remove(&msg.session_pubkey)
+            .is_some()
+        {
             self.drain(ctx, &msg.mesh);
+        }
+    }
+}
+
+impl Handler<SessionLinksReady> for OutboxDrainer {
+    type Result = ();
+
+    fn handle(&mut self, _msg: SessionLinksReady, ctx: &mut Context<Self>) {
+        self.session_routes.ready = true;
+        let meshes: Vec<String> = self.meshes.keys().cloned().collect();
+        for mesh in meshes {
+            self.drain(ctx, &mesh);
         }
     }
 }
@@ -148,7 +186,7 @@ impl OutboxDrainer {
     /// A session connection's presence changed: release its held rows when it opens or will
     /// not open (unsupported, refused), then drain.
     pub(super) fn on_session_presence(&mut self, ctx: &mut Context<Self>, u: PresenceUpdate) {
-        let Some(route) = self.session_routes.0.get_mut(&u.session_pubkey) else {
+        let Some(route) = self.session_routes.routes.get_mut(&u.session_pubkey) else {
             return;
         };
         route.state = u.state;

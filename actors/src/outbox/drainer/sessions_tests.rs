@@ -278,3 +278,71 @@ async fn an_unsupported_session_sends_through_the_member_at_once() {
     assert!(ids(&session_sent).is_empty());
     assert_eq!(status_of(&db, "s-p").await, Status::Done);
 }
+
+/// At start a session's row waits for the registry: before [`SessionLinksReady`] it cannot be
+/// told whether the session still lives, and must not slip out through the member.
+#[actix::test]
+async fn nothing_is_claimed_before_the_registry_has_announced_the_live_sessions() {
+    let (member, session, peer) = (
+        MemberKeys::generate(),
+        MemberKeys::generate(),
+        MemberKeys::generate(),
+    );
+    let (p, s) = (peer.pubkey_hex(), session.pubkey_hex());
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = store::open(&dir.path().join("outbox.db"), Durability::Normal, false).unwrap();
+    store::accept_batch(
+        &mut conn,
+        &[dm("s-p", 1, &p, Some(&s))],
+        crate::time::now_ms(),
+    )
+    .unwrap();
+    let db = OutboxDb::start_in_arbiter(&Arbiter::new().handle(), move |_| OutboxDb::new(conn));
+    let (member_sent, session_sent) = (Sent::default(), Sent::default());
+    let member_link = Recorder(member_sent.clone()).start();
+    let session_link = Recorder(session_sent.clone()).start();
+    let mut drainer = OutboxDrainer::with_links(
+        db.clone(),
+        vec![(
+            "m1".into(),
+            member,
+            LinkRecipients {
+                deliver: member_link.clone().recipient(),
+                resolve: member_link.clone().recipient(),
+                rate_limited: member_link.clone().recipient(),
+            },
+        )],
+        OutboxTuning::default(),
+        member_link.recipient(),
+        Arc::new(Metrics::default()),
+    );
+    drainer.session_routes.ready = false;
+    let drainer = drainer.start();
+    drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        ids(&member_sent).is_empty(),
+        "claimed before the registry spoke"
+    );
+    // The registry announces the rehydrated session, then readiness; its connection opens.
+    drainer.do_send(SessionLinkAdded {
+        mesh: "m1".into(),
+        keys: session,
+        deliver: session_link.clone().recipient(),
+        rate_limited: session_link.recipient(),
+    });
+    drainer.do_send(SessionLinksReady);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        ids(&member_sent).is_empty(),
+        "held while its connection is down"
+    );
+    drainer.do_send(LinkEvent::Session(PresenceUpdate {
+        mesh: "m1".into(),
+        session_pubkey: s.clone(),
+        state: PresenceState::Open,
+    }));
+    assert!(wait_for(|| ids(&session_sent) == ["s-p"]).await);
+    assert!(opens(&session_sent, "s-p", &peer, &s));
+    assert!(ids(&member_sent).is_empty());
+}
