@@ -27,7 +27,10 @@ mod apply;
 mod claim;
 mod late;
 mod queries;
+mod sessions;
 mod wake;
+
+pub use sessions::{SessionLinkAdded, SessionLinkRemoved, SessionLinksReady};
 
 use super::db::{DbTask, OutboxDb};
 use super::msg::*;
@@ -123,6 +126,8 @@ pub struct OutboxDrainer {
     late: late::LateAcks,
     /// When backoffs expire, and the one timer armed for the earliest (`wake.rs`).
     due: wake::DueTimes,
+    /// Session connections, for rows sent by a session (`sessions.rs`).
+    session_routes: sessions::SessionRoutes,
 }
 
 impl OutboxDrainer {
@@ -138,7 +143,11 @@ impl OutboxDrainer {
             .into_iter()
             .map(|t| (t.slug, t.keys, LinkRecipients::from(t.link)))
             .collect();
-        Self::with_links(db, links, tuning, journal, metrics)
+        let mut drainer = Self::with_links(db, links, tuning, journal, metrics);
+        // Rows sent by sessions must not be routed before the registry has said which
+        // sessions live ([`SessionLinksReady`]).
+        drainer.session_routes.ready = false;
+        drainer
     }
 
     /// A drainer over `db` sending each mesh `(slug, keys, link)` to `link`.
@@ -178,6 +187,7 @@ impl OutboxDrainer {
             updating: false,
             late: late::LateAcks::default(),
             due: wake::DueTimes::default(),
+            session_routes: Default::default(),
         }
     }
 }
