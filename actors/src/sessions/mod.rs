@@ -63,6 +63,9 @@ pub struct SessionRegistry {
     attached: Vec<String>,
     /// Reaper period.
     reap_every: Duration,
+    /// The reaper's interval: it runs only while sessions live (no idle wake-ups without
+    /// any, issue 15).
+    reaper: Option<SpawnHandle>,
     /// Starts session connections; `None` until [`links::AttachSessionLinks`].
     factory: Option<links::SessionLinkFactory>,
     /// The open session connections, by token digest.
@@ -87,6 +90,7 @@ impl SessionRegistry {
             loaded,
             attached,
             reap_every,
+            reaper: None,
             factory: None,
             links: HashMap::new(),
         }
@@ -137,6 +141,23 @@ impl SessionRegistry {
                 }
             });
         }
+    }
+
+    /// Starts the reaper's interval if sessions live and it is not running; the interval
+    /// stops itself after a sweep that leaves no session.
+    fn arm_reaper(&mut self, ctx: &mut Context<Self>) {
+        if self.reaper.is_some() || self.sessions.is_empty() {
+            return;
+        }
+        let handle = ctx.run_interval(self.reap_every, |act, ctx| {
+            act.reap();
+            if act.sessions.is_empty() {
+                if let Some(handle) = act.reaper.take() {
+                    ctx.cancel_future(handle);
+                }
+            }
+        });
+        self.reaper = Some(handle);
     }
 
     /// One reaper sweep.
@@ -210,7 +231,7 @@ impl Actor for SessionRegistry {
             }
         }
         self.ended(ended, true);
-        ctx.run_interval(self.reap_every, |act, _| act.reap());
+        self.arm_reaper(ctx);
     }
 }
 
@@ -289,6 +310,7 @@ impl Handler<RegisterSession> for SessionRegistry {
             let digest = session.token_digest.clone();
             act.sessions.insert(digest.clone(), session);
             act.start_link(ctx, &digest, false);
+            act.arm_reaper(ctx);
             Ok(answer)
         }))
     }

@@ -354,3 +354,49 @@ async fn close_stops_the_registry() {
         "the mailbox is closed"
     );
 }
+
+/// The reaper's interval runs only while sessions live (issue 15): it stops after the sweep
+/// that drops the last one and starts again with the next registration.
+#[actix::test]
+async fn the_reaper_stops_without_sessions_and_runs_again_for_the_next_one() {
+    let f = fixture();
+    let reg = SessionRegistry::new(
+        f.db.clone(),
+        f.journal.clone(),
+        f.probe.clone(),
+        Vec::new(),
+        vec!["m1".into()],
+        Duration::from_millis(50),
+    )
+    .start();
+    let gone_within = |reg: Addr<SessionRegistry>| async move {
+        for _ in 0..100 {
+            if reg.send(ListSessions).await.unwrap().is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    };
+    for (n, id, pid) in [(1, "first", 100), (2, "second", 200)] {
+        f.probe.set(pid, ProcState::Running { start: Some(5) });
+        reg.send(RegisterSession {
+            session: new_session(n, id, pid),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        f.probe.set(pid, ProcState::Gone);
+        assert!(gone_within(reg.clone()).await, "{id} was not reaped");
+    }
+    settle().await;
+    let mut reasons = f.reasons();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        vec![
+            ("first".into(), "process_exited".into()),
+            ("second".into(), "process_exited".into())
+        ]
+    );
+}

@@ -43,13 +43,21 @@ impl OutboxDrainer {
         busy.extend(self.session_routes.held(mesh).cloned());
         let slug = mesh.to_string();
         let now = now_ms();
+        // The claim also reads when the next row becomes due (one index seek), so that a row
+        // due a moment after this claim has a timer even if nothing else announced it.
         let fut = self.db.send(DbTask::new(move |conn| {
-            store::claim_due(conn, &slug, now, free, &busy)
+            let rows = store::claim_due(conn, &slug, now, free, &busy)?;
+            Ok((rows, store::next_due_after(conn, now)?))
         }));
         let slug = mesh.to_string();
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             let rows = match res {
-                Ok(Ok(rows)) => rows,
+                Ok(Ok((rows, next_due))) => {
+                    if let Some(at) = next_due {
+                        act.note_due(ctx, at);
+                    }
+                    rows
+                }
                 Ok(Err(e)) => {
                     act.log_db_failure(&format!("claim for {slug}"), &e);
                     act.claim_failed(ctx);

@@ -4,7 +4,8 @@
 //! accept, an outcome freeing a slot, a peer coming online, a requeue). What no event
 //! announces is a backoff running out, so the drainer keeps the due times it knows of — each
 //! retry it records ([`OutboxDrainer::note_due`]), and the earliest future `next_attempt_at`
-//! in the database ([`store::next_due_after`], read at start and at every wake-up) — and arms
+//! in the database ([`store::next_due_after`], read at start, with every claim and at every
+//! wake-up) — and arms
 //! **one** timer at the earliest. With nothing backing off, no timer runs at all.
 //!
 //! Wake-ups are at least [`MIN_GAP_MS`] apart: many rows backing off to distinct instants
