@@ -8,6 +8,7 @@ mod flood;
 mod harness;
 mod head;
 mod late_acks;
+mod reads;
 mod reload;
 mod runtime;
 pub mod security;
