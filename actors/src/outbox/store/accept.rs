@@ -41,44 +41,72 @@ struct Existing {
     last_error: Option<String>,
 }
 
-fn accept_one(tx: &Transaction<'_>, send: &NewSend, now_ms: i64) -> Result<Accepted, StoreError> {
-    let client_message_id = send
-        .client_message_id
-        .clone()
-        .unwrap_or_else(mint_client_message_id);
-    let existing = tx
-        .prepare_cached(
-            "SELECT id, status, request_fingerprint, broker_message_id, last_error
-               FROM outbox WHERE client_message_id = ?1",
-        )
-        .and_then(|mut st| {
-            st.query_row([&client_message_id], |r| {
-                Ok(Existing {
-                    id: r.get(0)?,
-                    status: r.get(1)?,
-                    fingerprint: r.get(2)?,
-                    broker_message_id: r.get(3)?,
-                    last_error: r.get(4)?,
-                })
-            })
-            .optional()
-        })
-        .map_err(StoreError::sql("accept: look up id"))?;
-    let Some(row) = existing else {
-        let id = insert(tx, send, &client_message_id, now_ms)?;
-        return Ok(Accepted::Queued {
-            id,
-            client_message_id,
-        });
+/// The answer for a send whose id is already taken, read without writing: `None` when no row
+/// has `client_message_id` (only the writer may insert it). Meant for a read-only connection
+/// (SPEC §5.3 lookups that do not write): the row's state in that snapshot was true at some
+/// moment during the request, so the answer is as valid as the writer's.
+pub fn lookup(
+    conn: &Connection,
+    client_message_id: &str,
+    fingerprint: &[u8; 32],
+) -> Result<Option<Accepted>, StoreError> {
+    let Some(row) = find(conn, client_message_id)? else {
+        return Ok(None);
     };
-    let status = row.status.parse::<Status>().map_err(|e| StoreError::Sql {
+    let status = parse_status(&row.status)?;
+    Ok(Some(decide(
+        row,
+        status,
+        fingerprint,
+        client_message_id.to_owned(),
+    )))
+}
+
+fn parse_status(status: &str) -> Result<Status, StoreError> {
+    status.parse::<Status>().map_err(|e| StoreError::Sql {
         operation: "accept: read status",
         source: rusqlite::Error::FromSqlConversionFailure(
             1,
             rusqlite::types::Type::Text,
             Box::new(e),
         ),
-    })?;
+    })
+}
+
+/// The row holding `client_message_id`, if any.
+fn find(conn: &Connection, client_message_id: &str) -> Result<Option<Existing>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id, status, request_fingerprint, broker_message_id, last_error
+               FROM outbox WHERE client_message_id = ?1",
+    )
+    .and_then(|mut st| {
+        st.query_row([client_message_id], |r| {
+            Ok(Existing {
+                id: r.get(0)?,
+                status: r.get(1)?,
+                fingerprint: r.get(2)?,
+                broker_message_id: r.get(3)?,
+                last_error: r.get(4)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(StoreError::sql("accept: look up id"))
+}
+
+fn accept_one(tx: &Transaction<'_>, send: &NewSend, now_ms: i64) -> Result<Accepted, StoreError> {
+    let client_message_id = send
+        .client_message_id
+        .clone()
+        .unwrap_or_else(mint_client_message_id);
+    let Some(row) = find(tx, &client_message_id)? else {
+        let id = insert(tx, send, &client_message_id, now_ms)?;
+        return Ok(Accepted::Queued {
+            id,
+            client_message_id,
+        });
+    };
+    let status = parse_status(&row.status)?;
     Ok(decide(row, status, &send.fingerprint, client_message_id))
 }
 
