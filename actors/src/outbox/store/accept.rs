@@ -95,19 +95,39 @@ fn find(conn: &Connection, client_message_id: &str) -> Result<Option<Existing>, 
 }
 
 fn accept_one(tx: &Transaction<'_>, send: &NewSend, now_ms: i64) -> Result<Accepted, StoreError> {
-    let client_message_id = send
-        .client_message_id
-        .clone()
-        .unwrap_or_else(mint_client_message_id);
-    let Some(row) = find(tx, &client_message_id)? else {
-        let id = insert(tx, send, &client_message_id, now_ms)?;
+    let (client_message_id, minted) = match &send.client_message_id {
+        Some(id) => (id.clone(), false),
+        None => (mint_client_message_id(), true),
+    };
+    // A name resolved now may wake queued rows before its insert (see `insert`): look the id
+    // up first there. Everywhere else the insert goes first and the id's row is read only
+    // when it is taken: one statement per new row instead of two.
+    let resolved_name = send.target.as_deref().is_some_and(|t| t != send.to);
+    if resolved_name && !minted {
+        if let Some(row) = find(tx, &client_message_id)? {
+            return answer_existing(row, &send.fingerprint, client_message_id);
+        }
+    }
+    if let Some(id) = insert(tx, send, &client_message_id, now_ms)? {
         return Ok(Accepted::Queued {
             id,
             client_message_id,
         });
-    };
+    }
+    let row = find(tx, &client_message_id)?.ok_or(StoreError::RowNotFound {
+        operation: "accept: read the row holding the id",
+        id: 0,
+    })?;
+    answer_existing(row, &send.fingerprint, client_message_id)
+}
+
+fn answer_existing(
+    row: Existing,
+    fingerprint: &[u8; 32],
+    client_message_id: String,
+) -> Result<Accepted, StoreError> {
     let status = parse_status(&row.status)?;
-    Ok(decide(row, status, &send.fingerprint, client_message_id))
+    Ok(decide(row, status, fingerprint, client_message_id))
 }
 
 /// The SPEC §5.3 table for an existing row.
@@ -193,13 +213,14 @@ fn newest_open_target(
     Ok(newest.and_then(|(_, _, target)| target))
 }
 
-/// Inserts a new pending row, due now; returns its row id.
+/// Inserts a new pending row, due now; returns its row id, or `None` when a row already holds
+/// `client_message_id` (nothing is inserted then).
 fn insert(
     tx: &Transaction<'_>,
     send: &NewSend,
     client_message_id: &str,
     now_ms: i64,
-) -> Result<i64, StoreError> {
+) -> Result<Option<i64>, StoreError> {
     let payload_bytes = i64::try_from(send.payload.len()).unwrap_or(i64::MAX);
     // A name resolved now must not overtake earlier sends to the same name that still wait
     // unresolved (accepted while the broker was down): queue behind them, unresolved too, so
@@ -222,27 +243,29 @@ fn insert(
         // neither overtakes it nor travels beside it (SPEC §5.4: FIFO, one in flight).
         None => newest_open_target(tx, &send.mesh, &send.to)?,
     };
-    tx.prepare_cached(
-        "INSERT INTO outbox (client_message_id, request_fingerprint, payload, payload_bytes,
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO outbox (client_message_id, request_fingerprint, payload, payload_bytes,
              enqueued_at, attempts, next_attempt_at, status, mesh, to_spec, target, priority,
              meta, reply_to_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5, 'pending', ?6, ?7, ?8, ?9, ?10, ?11)",
-    )
-    .and_then(|mut st| {
-        st.execute(rusqlite::params![
-            client_message_id,
-            send.fingerprint,
-            send.payload,
-            payload_bytes,
-            now_ms,
-            send.mesh,
-            send.to,
-            target,
-            send.priority,
-            send.meta,
-            send.reply_to_id,
-        ])
-    })
-    .map_err(StoreError::sql("accept: insert"))?;
-    Ok(tx.last_insert_rowid())
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5, 'pending', ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (client_message_id) DO NOTHING",
+        )
+        .and_then(|mut st| {
+            st.execute(rusqlite::params![
+                client_message_id,
+                send.fingerprint,
+                send.payload,
+                payload_bytes,
+                now_ms,
+                send.mesh,
+                send.to,
+                target,
+                send.priority,
+                send.meta,
+                send.reply_to_id,
+            ])
+        })
+        .map_err(StoreError::sql("accept: insert"))?;
+    Ok((inserted == 1).then(|| tx.last_insert_rowid()))
 }
