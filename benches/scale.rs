@@ -283,6 +283,7 @@ struct Row {
     rss_start: f64,
     health_p50: f64,
     accept: (f64, f64, f64),
+    repeat: (f64, f64, f64),
     rss_loaded: f64,
     drain64: f64,
     drain1: f64,
@@ -333,6 +334,8 @@ fn one_size(alice_dir: &Path, state: &Path, port: u16, n: usize) -> Row {
     }
     let health_p50 = pct(&mut h, 0.5);
     let accept = accept_load(&sock, ACCEPTS, 64, &format!("u{n}"));
+    // The same requests again: every id is taken, answered without the writer.
+    let repeat = accept_load(&sock, ACCEPTS, 64, &format!("u{n}"));
     let rss_loaded = rss_mb(d.0.id());
     // Drain to 64 destinations: bring the broker up.
     let (b, _, _) = broker(state, port);
@@ -355,6 +358,7 @@ fn one_size(alice_dir: &Path, state: &Path, port: u16, n: usize) -> Row {
         rss_start,
         health_p50,
         accept,
+        repeat,
         rss_loaded,
         drain64,
         drain1,
@@ -496,43 +500,46 @@ fn main() {
 
     println!("claudemeshd scale benchmark (release build, loopback, 2-core machine)");
     println!(
-        "rows = outbox history (done) + as many inbox rows; accepts: {ACCEPTS} unique ids at c=64 over 64 groups,\n\
-         broker down, one connection paging the inbox meanwhile; drains: those {ACCEPTS} (64 destinations),\n\
-         then {ONE_DEST} to one destination\n"
+        "rows = outbox history (status done) + as many inbox rows, bulk-inserted into the files with\n\
+         the daemon stopped (one transaction each, through the daemon's schema and triggers).\n\
+         Accepts: {ACCEPTS} unique ids at c=64 over 64 groups, broker down, one connection paging the\n\
+         inbox (limit 50, every 2 ms) meanwhile; then the same {ACCEPTS} requests again (every id\n\
+         taken). Drains: those {ACCEPTS} rows (64 destinations), then {ONE_DEST} rows to one destination.\n"
     );
-    println!(
-        "{:>9} {:>9} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>11} {:>10}",
-        "rows",
-        "start ms",
-        "RSS MB",
-        "health",
-        "accept/s",
-        "acc p99",
-        "inbox",
-        "RSS MB",
-        "drain 64",
-        "drain 1"
-    );
-    println!(
-        "{:>9} {:>9} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>11} {:>10}",
-        "", "to health", "started", "p50 ms", "c=64", "ms", "p99 ms", "loaded", "msgs/s", "msgs/s"
-    );
-    for n in SIZES {
-        let r = one_size(&alice_dir, &state, port, n);
-        println!(
-            "{:>9} {:>9.1} {:>8.1} {:>9.3} {:>10.0} {:>9.2} {:>9.2} {:>9.1} {:>11.0} {:>10.0}",
-            r.size,
-            r.start_ms,
-            r.rss_start,
-            r.health_p50,
-            r.accept.0,
-            r.accept.1,
-            r.accept.2,
-            r.rss_loaded,
-            r.drain64,
-            r.drain1
-        );
-    }
+    let rows: Vec<Row> = SIZES
+        .iter()
+        .map(|&n| {
+            let r = one_size(&alice_dir, &state, port, n);
+            eprintln!("scale: {n} rows measured");
+            r
+        })
+        .collect();
+    let line = |name: &str, f: &dyn Fn(&Row) -> String| {
+        let cells: Vec<String> = rows.iter().map(|r| format!("{:>10}", f(r))).collect();
+        println!("{name:<44}{}", cells.join(""));
+    };
+    line("rows", &|r| r.size.to_string());
+    line("start to health, ms", &|r| format!("{:.1}", r.start_ms));
+    line("RSS after start, MB", &|r| format!("{:.1}", r.rss_start));
+    line("health p50, ms", &|r| format!("{:.3}", r.health_p50));
+    line("accept, unique ids, c=64, /s", &|r| format!("{:.0}", r.accept.0));
+    line("accept, unique ids, p99 ms", &|r| format!("{:.2}", r.accept.1));
+    line("inbox page p99 beside unique accepts, ms", &|r| {
+        format!("{:.2}", r.accept.2)
+    });
+    line("accept, repeated ids, c=64, /s", &|r| format!("{:.0}", r.repeat.0));
+    line("accept, repeated ids, p99 ms", &|r| format!("{:.2}", r.repeat.1));
+    line("inbox page p99 beside repeated, ms", &|r| {
+        format!("{:.2}", r.repeat.2)
+    });
+    line("unique / repeated", &|r| {
+        format!("{:.2}", r.accept.0 / r.repeat.0)
+    });
+    line("RSS after accepts, MB", &|r| format!("{:.1}", r.rss_loaded));
+    line("drain to 64 destinations, msgs/s", &|r| {
+        format!("{:.0}", r.drain64)
+    });
+    line("drain to 1 destination, msgs/s", &|r| format!("{:.0}", r.drain1));
     let (connected, lost, rss, secs) = fanout(&alice_dir, &bob_dir, &state, port);
     println!(
         "\nSSE fan-out: {connected} of {SUBSCRIBERS} subscribers (TCP), {FANOUT_EVENTS} events at {FANOUT_RATE}/s: \

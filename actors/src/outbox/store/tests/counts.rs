@@ -124,27 +124,42 @@ fn counts_stay_exact_through_every_transition_and_a_restart() {
 
 #[test]
 fn counts_of_an_outbox_migrated_with_rows_start_exact() {
-    let (_dir, path, mut conn) = temp_db();
-    for i in 0..5u8 {
-        queue(
-            &mut conn,
-            send(Some(&format!("r{i}")), i, "*", Some("*")),
-            NOW + i64::from(i),
-        );
+    // A file written by the binary before the counts: its schema stops one version short.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
+        schema::apply_up_to(&conn, schema::COUNTS_VERSION - 1).unwrap();
+        let mut st = conn
+            .prepare(
+                "INSERT INTO outbox (client_message_id, request_fingerprint, payload,
+                   payload_bytes, enqueued_at, next_attempt_at, status, mesh, to_spec, target,
+                   priority)
+                 VALUES (?1, zeroblob(32), x'00', 1, ?2, ?2, ?3, 'm1', '*', '*', 'next')",
+            )
+            .unwrap();
+        let statuses = ["pending", "pending", "inflight", "done", "done", "done", "dead"];
+        for (i, status) in statuses.iter().enumerate() {
+            st.execute((format!("old-{i}"), NOW + 10 - i as i64, status))
+                .unwrap();
+        }
     }
-    claim_ids(&mut conn, NOW + 10, 1);
-    // As if the file predated the counts: drop them and migrate again.
-    conn.execute_batch(
-        "DROP TRIGGER outbox_counts_insert; DROP TRIGGER outbox_counts_update;
-         DROP TRIGGER outbox_counts_delete; DROP TABLE outbox_counts;
-         DELETE FROM schema_version WHERE version >= 3;",
-    )
-    .unwrap();
-    drop(conn);
-    let conn = open(&path, Durability::Normal, false).unwrap();
+    let mut conn = open(&path, Durability::Normal, false).unwrap();
+    assert_eq!(
+        schema::current_version(&conn).unwrap(),
+        schema::SCHEMA_VERSION
+    );
     let reads = ReadPool::new(&path);
     let got = check(&conn, &reads, "migration");
-    assert_eq!((got.pending, got.inflight), (4, 1));
+    assert_eq!(
+        (got.pending, got.inflight, got.done, got.dead, got.aborted),
+        (2, 1, 3, 1, 0)
+    );
+    assert_eq!(got.oldest_pending_enqueued_at, Some(NOW + 9));
+    // The triggers run from then on.
+    queue(&mut conn, send(Some("new"), 1, "*", Some("*")), NOW + 20);
+    assert_eq!(check(&conn, &reads, "accept after migration").pending, 3);
 }
 
 #[test]
