@@ -315,7 +315,8 @@ fn one_size(alice_dir: &Path, state: &Path, port: u16, n: usize) -> Row {
     prefill(&dd, n);
     // Start to health, broker down (accepts measure the write path alone).
     let t = Instant::now();
-    let d = daemon(alice_dir, &[]);
+    // 64 senders and the inbox pager: one more request in flight than the default cap.
+    let d = daemon(alice_dir, &[("CLAUDEMESH_IPC_MAX_INFLIGHT", "128")]);
     assert!(wait_for(
         Duration::from_secs(30),
         Duration::from_millis(1),
@@ -503,7 +504,7 @@ fn main() {
         "rows = outbox history (status done) + as many inbox rows, bulk-inserted into the files with\n\
          the daemon stopped (one transaction each, through the daemon's schema and triggers).\n\
          Accepts: {ACCEPTS} unique ids at c=64 over 64 groups, broker down, one connection paging the\n\
-         inbox (limit 50, every 2 ms) meanwhile; then the same {ACCEPTS} requests again (every id\n\
+         inbox (limit 50, every 2 ms) meanwhile (ipc.max_inflight 128); then the same {ACCEPTS} requests again (every id\n\
          taken). Drains: those {ACCEPTS} rows (64 destinations), then {ONE_DEST} rows to one destination.\n"
     );
     let rows: Vec<Row> = SIZES
