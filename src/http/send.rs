@@ -66,6 +66,12 @@ pub async fn send(
         meta: meta.as_ref().map(Value::to_string),
         reply_to_id: send.reply_to_id.clone(),
         payload: send.message.into_bytes(),
+        // A session with presence sends as itself on its own mesh (SPEC §12).
+        session_pubkey: caller
+            .0
+            .as_ref()
+            .filter(|s| s.mesh == mesh.slug)
+            .and_then(|s| s.session_pubkey.clone()),
     };
     // A repeated id is answered from a read-only connection: only a new id needs the writer.
     if let Some(answered) = read_repeat(&handles, &new).await {

@@ -82,11 +82,18 @@ CREATE TABLE sessions (
 );
 ";
 
-/// Row counts by status kept in the transactions that change the rows (SPEC §8 "Cost"): health,
-/// metrics and status read five rows instead of counting the outbox. Seeded from the rows the
-/// file holds when the migration runs (an adopted TypeScript outbox included); the triggers keep
-/// it exact from then on, whoever writes (a rolled-back transaction rolls its counts back too).
+/// Version 3: the sending session of a row (SPEC §12 "Sending as a session"): its pubkey, so
+/// the row drains over that session's connection while the session lives.
 const V3: &str = "
+ALTER TABLE outbox ADD COLUMN session_pubkey TEXT;
+";
+
+/// Version 4: row counts by status kept in the transactions that change the rows (SPEC §8
+/// "Cost"): health, metrics and status read five rows instead of counting the outbox. Seeded
+/// from the rows the file holds when the migration runs (an adopted TypeScript outbox
+/// included); the triggers keep it exact from then on, whoever writes (a rolled-back
+/// transaction rolls its counts back too).
+const V4: &str = "
 CREATE TABLE outbox_counts (
     status TEXT PRIMARY KEY,
     n      INTEGER NOT NULL
@@ -110,13 +117,13 @@ END;
 
 /// The version that adds `outbox_counts` (a file below it is seeded from its rows).
 #[cfg(test)]
-pub(super) const COUNTS_VERSION: i64 = 3;
+pub(super) const COUNTS_VERSION: i64 = 4;
 
 /// The migrations, version `i + 1` at index `i`. Append only; never edit a released one.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this binary writes; a database with a higher one is refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
