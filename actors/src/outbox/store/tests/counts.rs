@@ -124,13 +124,20 @@ fn counts_stay_exact_through_every_transition_and_a_restart() {
 
 #[test]
 fn counts_of_an_outbox_migrated_with_rows_start_exact() {
-    // A file written by the binary before the counts: its schema stops one version short.
+    // Files written by older binaries: v2 (main before the session column) and the version
+    // just before the counts.
+    for from in [2, schema::COUNTS_VERSION - 1] {
+        migrated_from(from);
+    }
+}
+
+fn migrated_from(from: i64) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("outbox.db");
     {
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
-        schema::apply_up_to(&conn, schema::COUNTS_VERSION - 1).unwrap();
+        schema::apply_up_to(&conn, from).unwrap();
         let mut st = conn
             .prepare(
                 "INSERT INTO outbox (client_message_id, request_fingerprint, payload,
@@ -151,7 +158,7 @@ fn counts_of_an_outbox_migrated_with_rows_start_exact() {
         schema::SCHEMA_VERSION
     );
     let reads = ReadPool::new(&path);
-    let got = check(&conn, &reads, "migration");
+    let got = check(&conn, &reads, &format!("migration from v{from}"));
     assert_eq!(
         (got.pending, got.inflight, got.done, got.dead, got.aborted),
         (2, 1, 3, 1, 0)
