@@ -6,6 +6,9 @@
 //! events/s. Prints one table. Bounded: fixed work per phase, every wait has a timeout.
 //! Rows are written straight into the files with the daemon stopped (the schema is the
 //! daemon's: it created and migrated them on a first start).
+//!
+//! For a quick look at one part: `SCALE_SIZES=1000,100000` measures only those sizes and
+//! `SCALE_FANOUT=0` skips the fan-out (`make bench` runs everything).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -507,7 +510,10 @@ fn main() {
          inbox (limit 50, every 2 ms) meanwhile (ipc.max_inflight 128); then the same {ACCEPTS} requests again (every id\n\
          taken). Drains: those {ACCEPTS} rows (64 destinations), then {ONE_DEST} rows to one destination.\n"
     );
-    let rows: Vec<Row> = SIZES
+    let sizes: Vec<usize> = std::env::var("SCALE_SIZES").map_or(SIZES.to_vec(), |v| {
+        v.split(',').filter_map(|n| n.trim().parse().ok()).collect()
+    });
+    let rows: Vec<Row> = sizes
         .iter()
         .map(|&n| {
             let r = one_size(&alice_dir, &state, port, n);
@@ -541,6 +547,9 @@ fn main() {
         format!("{:.0}", r.drain64)
     });
     line("drain to 1 destination, msgs/s", &|r| format!("{:.0}", r.drain1));
+    if std::env::var("SCALE_FANOUT").is_ok_and(|v| v == "0") {
+        return;
+    }
     let (connected, lost, rss, secs) = fanout(&alice_dir, &bob_dir, &state, port);
     println!(
         "\nSSE fan-out: {connected} of {SUBSCRIBERS} subscribers (TCP), {FANOUT_EVENTS} events at {FANOUT_RATE}/s: \
