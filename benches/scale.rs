@@ -529,13 +529,21 @@ fn main() {
     line("start to health, ms", &|r| format!("{:.1}", r.start_ms));
     line("RSS after start, MB", &|r| format!("{:.1}", r.rss_start));
     line("health p50, ms", &|r| format!("{:.3}", r.health_p50));
-    line("accept, unique ids, c=64, /s", &|r| format!("{:.0}", r.accept.0));
-    line("accept, unique ids, p99 ms", &|r| format!("{:.2}", r.accept.1));
+    line("accept, unique ids, c=64, /s", &|r| {
+        format!("{:.0}", r.accept.0)
+    });
+    line("accept, unique ids, p99 ms", &|r| {
+        format!("{:.2}", r.accept.1)
+    });
     line("inbox page p99 beside unique accepts, ms", &|r| {
         format!("{:.2}", r.accept.2)
     });
-    line("accept, repeated ids, c=64, /s", &|r| format!("{:.0}", r.repeat.0));
-    line("accept, repeated ids, p99 ms", &|r| format!("{:.2}", r.repeat.1));
+    line("accept, repeated ids, c=64, /s", &|r| {
+        format!("{:.0}", r.repeat.0)
+    });
+    line("accept, repeated ids, p99 ms", &|r| {
+        format!("{:.2}", r.repeat.1)
+    });
     line("inbox page p99 beside repeated, ms", &|r| {
         format!("{:.2}", r.repeat.2)
     });
@@ -546,7 +554,9 @@ fn main() {
     line("drain to 64 destinations, msgs/s", &|r| {
         format!("{:.0}", r.drain64)
     });
-    line("drain to 1 destination, msgs/s", &|r| format!("{:.0}", r.drain1));
+    line("drain to 1 destination, msgs/s", &|r| {
+        format!("{:.0}", r.drain1)
+    });
     if std::env::var("SCALE_FANOUT").is_ok_and(|v| v == "0") {
         return;
     }

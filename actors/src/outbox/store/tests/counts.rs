@@ -146,7 +146,9 @@ fn migrated_from(from: i64) {
                  VALUES (?1, zeroblob(32), x'00', 1, ?2, ?2, ?3, 'm1', '*', '*', 'next')",
             )
             .unwrap();
-        let statuses = ["pending", "pending", "inflight", "done", "done", "done", "dead"];
+        let statuses = [
+            "pending", "pending", "inflight", "done", "done", "done", "dead",
+        ];
         for (i, status) in statuses.iter().enumerate() {
             st.execute((format!("old-{i}"), NOW + 10 - i as i64, status))
                 .unwrap();
