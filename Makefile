@@ -34,3 +34,4 @@ release:
 bench:
 	$(CARGO) run --release -p claudemesh-actors --example store_bench
 	$(CARGO) bench --bench daemon
+	$(CARGO) bench --bench scale

@@ -30,7 +30,7 @@ mod tests;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use accept::{accept_batch, mint_client_message_id};
+pub use accept::{accept_batch, lookup, mint_client_message_id};
 pub use admin::{counts, get, list, next_due_after, prune_payloads, requeue};
 pub use drain::{
     claim_due, expire, mark_dead, mark_done, mark_retry, release_claims, reset_inflight,

@@ -1,8 +1,8 @@
 //! OutboxDrainer: accepts sends (group commit) and drains pending rows to each mesh's
 //! BrokerConnection.
 //!
-//! Accepts [`AcceptSend`], [`ListOutbox`], [`GetOutboxRow`], [`RequeueRow`], [`GetOutboxCounts`],
-//! [`CloseOutbox`] from the IPC layer and [`LinkEvent`] from the connections. Sends
+//! Accepts [`AcceptSend`], [`RequeueRow`], [`CloseOutbox`] from the IPC layer and [`LinkEvent`]
+//! from the connections (reads go to [`crate::readpool`], never here). Sends
 //! [`DeliverSend`]/[`ResolvePeer`]/[`RateLimited`] to connections and `outbox_dead` events to the
 //! InboxStore journal. SQL runs on the [`OutboxDb`] thread. Accepting never depends on a broker:
 //! with every link down, sends still commit and wait as `pending`.
