@@ -46,12 +46,11 @@ pub(super) struct DueTimes {
 }
 
 impl DueTimes {
-    /// Remembers `at` if it is later than `now`.
+    /// Remembers `at`; a time that has already come by the time it is learnt (a claim's
+    /// answer that took longer than the backoff left) counts as `now`: it still wakes the
+    /// drainer, at once, instead of being lost.
     pub(super) fn insert(&mut self, at: i64, now: i64) {
-        if at <= now {
-            return;
-        }
-        self.times.insert(at);
+        self.times.insert(at.max(now));
         while self.times.len() > MAX_REMEMBERED {
             self.times.pop_last();
         }
@@ -153,12 +152,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_future_times_are_kept_and_the_earliest_fires_first() {
+    fn times_already_come_fire_at_once_and_the_earliest_fires_first() {
         let mut d = DueTimes::default();
         assert_eq!(d.next_fire(), None, "nothing known: no timer");
-        d.insert(1_000, 1_000);
         d.insert(900, 1_000);
-        assert_eq!(d.next_fire(), None, "times already come are not kept");
+        assert_eq!(d.next_fire(), Some(1_000), "a time already come fires now");
+        d.take_due(1_000);
+        assert_eq!(d.next_fire(), None);
         d.insert(5_000, 1_000);
         d.insert(3_000, 1_000);
         d.insert(3_000, 1_000);
