@@ -22,6 +22,7 @@ mod accept;
 mod admin;
 mod adopt;
 mod drain;
+mod claim;
 mod rows;
 mod schema;
 #[cfg(test)]
@@ -32,8 +33,9 @@ use std::str::FromStr;
 
 pub use accept::{accept_batch, mint_client_message_id};
 pub use admin::{counts, get, list, prune_payloads, requeue};
+pub use claim::{claim_due, claim_window, InFlight};
 pub use drain::{
-    claim_due, expire, mark_dead, mark_done, mark_retry, release_claims, reset_inflight,
+    expire, mark_dead, mark_done, mark_retry, release_claims, reset_inflight,
     set_target, settle_target, wake, Settled,
 };
 pub use schema::{integrity_check, open, was_clean_shutdown, write_clean_shutdown, SCHEMA_VERSION};

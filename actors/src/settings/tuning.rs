@@ -77,6 +77,8 @@ pub struct OutboxTuning {
     pub max_age_hours: u64,
     /// Rows in flight (sent, not yet acked) per mesh.
     pub window: u32,
+    /// Rows of one destination in flight at once (sent back to back, in order).
+    pub destination_window: u32,
     /// SQLite durability of accepted sends.
     pub durability: Durability,
     /// Days a delivered row keeps its payload before it is cleared.
@@ -88,7 +90,8 @@ impl Default for OutboxTuning {
         OutboxTuning {
             max_attempts: 25,
             max_age_hours: 168,
-            window: 32,
+            window: 256,
+            destination_window: 32,
             durability: Durability::Normal,
             payload_retention_days: 7,
         }
