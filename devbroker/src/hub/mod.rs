@@ -46,7 +46,9 @@ use rusqlite::Connection;
 use serde_json::Value;
 
 pub use self::presence::Presence;
-pub use self::send::{FINGERPRINT_MISMATCH_ERROR, GRANTS_ERROR, MAX_MESSAGE_BYTES, NO_PEER_ERROR};
+pub use self::send::{
+    FINGERPRINT_MISMATCH_ERROR, GRANTS_ERROR, INJECTED_FAILURE_ERROR, MAX_MESSAGE_BYTES, NO_PEER_ERROR,
+};
 
 use self::msg::{ConnId, HubCmd, Outgoing};
 use super::ids::uuid_v4;
@@ -75,6 +77,10 @@ pub struct HubOptions {
     pub claim_ms: u64,
     /// Head: interval of the expired-claim sweep.
     pub sweep: Duration,
+    /// Test fault: every Nth `send` is refused (`injected_failure`).
+    pub fail_every: Option<u64>,
+    /// Test fault: every Nth `send` is queued and its socket dropped before the ack.
+    pub drop_every: Option<u64>,
 }
 
 /// One accepted socket — or, head profile, the dead socket of a leased presence.
@@ -104,6 +110,8 @@ pub struct Hub {
     rate: RateLimiter,
     next_seq: u64,
     shutting_down: bool,
+    /// `send` frames seen (for the test faults).
+    sends_seen: u64,
     /// What the `presence` table holds (rewritten when the presences differ).
     mirrored: Option<Vec<PresenceRow>>,
 }
@@ -126,6 +134,7 @@ impl Hub {
             rate: RateLimiter::default(),
             next_seq: 0,
             shutting_down: false,
+            sends_seen: 0,
             mirrored,
         }
     }

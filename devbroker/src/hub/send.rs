@@ -27,6 +27,9 @@ pub const NO_PEER_ERROR: &str =
     "no connected peer for target (not online, or targetSpec is your own key without another session)";
 /// The ack error of a DM every recipient's grants refuse.
 pub const GRANTS_ERROR: &str = "blocked by recipient grants (sender lacks dm capability)";
+/// The ack error of a send refused by the `--fail-every` test fault (not a broker string: the
+/// daemon counts it as an ordinary failed attempt).
+pub const INJECTED_FAILURE_ERROR: &str = "injected_failure (dev broker --fail-every)";
 /// The `--dedupe` ack error of a reused `client_message_id` with another fingerprint.
 pub const FINGERPRINT_MISMATCH_ERROR: &str = "idempotency_key_reused: request_fingerprint_mismatch";
 
@@ -76,6 +79,12 @@ impl Hub {
         let now = now_ms();
         let fail =
             |hub: &Hub, error: String| hub.send_frame(conn, &ack(&id, "", false, Some(error)));
+        self.sends_seen += 1;
+        let nth = |every: Option<u64>, seen: u64| every.is_some_and(|n| seen % n == 0);
+        if nth(self.opts.fail_every, self.sends_seen) {
+            return fail(self, INJECTED_FAILURE_ERROR.to_owned());
+        }
+        let drop_socket = nth(self.opts.drop_every, self.sends_seen);
         if self.opts.rate_limit && !self.rate.try_take(&sender.member_id, now) {
             return fail(self, RATE_LIMIT_ERROR.to_owned());
         }
@@ -142,7 +151,12 @@ impl Hub {
             }
             return;
         }
-        self.send_frame(conn, &ack(&id, &row.id, true, None));
+        if drop_socket {
+            // The row is queued; the ack is lost with the socket.
+            self.send(conn, Outgoing::Terminate);
+        } else {
+            self.send_frame(conn, &ack(&id, &row.id, true, None));
+        }
         match target {
             Target::Broadcast | Target::Group(_) => {
                 let group = match target {
