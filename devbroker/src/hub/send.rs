@@ -135,20 +135,11 @@ impl Hub {
             client_message_id: send.client_message_id.clone().filter(|c| !c.is_empty()),
             request_fingerprint: send.request_fingerprint.clone(),
         };
-        // A multicast row is inserted and marked delivered in one transaction (one commit per
-        // send instead of two); clients see the same frames in the same order.
-        let multicast = matches!(target, Target::Broadcast | Target::Group(_));
-        if multicast {
-            if let Err(err) = self.db.execute_batch("BEGIN") {
-                log::warn!("dev broker: begin: {err}");
-            }
-        }
+        // The hub's batch transaction (see `Hub::run`) covers the insert and, for multicast,
+        // the delivered mark: one commit for a whole burst of sends.
         if let Err(err) = queue::insert_queue(&self.db, &row) {
             // The real broker's insert exception: logged, no ack.
             log::warn!("dev broker: queueing {}: {err}", row.id);
-            if multicast {
-                let _ = self.db.execute_batch("ROLLBACK");
-            }
             return;
         }
         if drop_socket {
@@ -166,9 +157,6 @@ impl Hub {
                 self.fan_out_live(&row, &send, &sender, group, &members);
                 if let Err(err) = queue::mark_delivered(&self.db, &row.id, now_ms()) {
                     log::warn!("dev broker: marking {} delivered: {err}", row.id);
-                }
-                if let Err(err) = self.db.execute_batch("COMMIT") {
-                    log::warn!("dev broker: commit of {}: {err}", row.id);
                 }
             }
             Target::Direct(_) => {
