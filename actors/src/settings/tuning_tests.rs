@@ -20,7 +20,7 @@ fn defaults_match_the_spec() {
     assert_eq!((t.ipc.send_body_limit, t.ipc.body_limit), (262_144, 16_384));
     assert_eq!(t.outbox.max_attempts, 25);
     assert_eq!(t.outbox.max_age_hours, 168);
-    assert_eq!((t.outbox.window, t.outbox.destination_window), (256, 32));
+    assert_eq!((t.outbox.window, t.outbox.destination_window), (32, 1));
     assert_eq!(t.outbox.durability, Durability::Normal);
     assert_eq!(t.outbox.payload_retention_days, 7);
     assert_eq!(t.broker.hello_timeout_ms, 5_000);
@@ -48,7 +48,7 @@ fn partial_sections_keep_defaults_for_other_keys() {
     assert_eq!(t.default_mesh.as_deref(), Some("work"));
     assert_eq!(t.outbox.max_attempts, 3);
     assert_eq!(t.outbox.durability, Durability::Full);
-    assert_eq!(t.outbox.window, 256);
+    assert_eq!(t.outbox.window, 32);
     assert_eq!(t.clone.policy, ClonePolicy::Warn);
     assert_eq!(t.ipc, IpcTuning::default());
 }

@@ -301,7 +301,11 @@ async fn a_failed_row_sends_the_rows_behind_it_again_after_its_retry_in_order() 
         fail_once: vec!["r3".into()],
         ..FakeLink::default()
     };
-    let r = rig_of(&sends, OutboxTuning::default(), link);
+    let tuning = OutboxTuning {
+        destination_window: 32,
+        ..OutboxTuning::default()
+    };
+    let r = rig_of(&sends, tuning, link);
     r.drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
     assert!(wait_for(|| r.delivered.lock().unwrap().len() == 17).await);
     let mut expected: Vec<String> = ids.clone();
@@ -309,21 +313,27 @@ async fn a_failed_row_sends_the_rows_behind_it_again_after_its_retry_in_order() 
     assert_eq!(*r.delivered.lock().unwrap(), expected);
     let mut rows = Vec::new();
     for _ in 0..250 {
-        rows = r
-            .db
-            .send(DbTask::new(|conn| store::list(conn, None, 100)))
-            .await
-            .unwrap()
-            .unwrap();
+        rows =
+            r.db.send(DbTask::new(|conn| store::list(conn, None, 100)))
+                .await
+                .unwrap()
+                .unwrap();
         if rows.iter().all(|row| row.status == Status::Done) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     rows.sort_by_key(|row| row.id);
-    assert!(rows.iter().all(|row| row.status == Status::Done), "{rows:?}");
+    assert!(
+        rows.iter().all(|row| row.status == Status::Done),
+        "{rows:?}"
+    );
     let attempts: Vec<i64> = rows.iter().map(|row| row.attempts).collect();
-    assert_eq!(attempts, [0, 0, 0, 1, 0, 0, 0, 0, 0, 0], "only row 3 failed");
+    assert_eq!(
+        attempts,
+        [0, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+        "only row 3 failed"
+    );
     let done_at: Vec<i64> = rows.iter().map(|row| row.delivered_at.unwrap()).collect();
     assert!(
         done_at.windows(2).all(|w| w[0] <= w[1]),
