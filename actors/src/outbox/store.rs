@@ -21,8 +21,8 @@
 mod accept;
 mod admin;
 mod adopt;
-mod drain;
 mod claim;
+mod drain;
 mod rows;
 mod schema;
 #[cfg(test)]
@@ -35,8 +35,8 @@ pub use accept::{accept_batch, mint_client_message_id};
 pub use admin::{counts, get, list, prune_payloads, requeue};
 pub use claim::{claim_due, claim_window, InFlight};
 pub use drain::{
-    expire, mark_dead, mark_done, mark_retry, release_claims, reset_inflight,
-    set_target, settle_target, wake, Settled,
+    expire, mark_dead, mark_done, mark_retry, release_claims, reset_inflight, set_target,
+    settle_target, wake, Settled,
 };
 pub use schema::{integrity_check, open, was_clean_shutdown, write_clean_shutdown, SCHEMA_VERSION};
 

@@ -172,9 +172,8 @@ impl OutboxDrainer {
             let claimed: Vec<(String, Result<Vec<OutboxRow>, String>)> = claims
                 .into_iter()
                 .map(|(mesh, free, busy)| {
-                    let rows =
-                        store::claim_window(conn, &mesh, now, free, per_dest, &busy)
-                            .map_err(|e| e.to_string());
+                    let rows = store::claim_window(conn, &mesh, now, free, per_dest, &busy)
+                        .map_err(|e| e.to_string());
                     (mesh, rows)
                 })
                 .collect();

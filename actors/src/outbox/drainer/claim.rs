@@ -12,12 +12,12 @@ use super::super::db::{DbTask, OutboxDb};
 use super::super::outcome::Step;
 use super::super::store::{self, InFlight, OutboxRow, Settled};
 use super::{LinkRecipients, OutboxDrainer};
-use crate::crypto::MemberKeys;
 use crate::broker::msg::{
     DeliverSend, DeliveryOutcome, LinkEvent, OutgoingSend, Resolution, ResolvePeer,
 };
 use crate::broker::peers::is_pubkey;
 use crate::crypto;
+use crate::crypto::MemberKeys;
 use crate::time::now_ms;
 
 impl OutboxDrainer {

@@ -167,7 +167,11 @@ mod tests {
         assert_eq!(f.next_ready().unwrap().1, true);
         assert_eq!(f.next_ready().unwrap().1, true);
         assert_eq!(f.claimable(3), Some(InFlight::Blocked));
-        assert_eq!(f.claimable(4), None, "once all four are recorded it may claim again");
+        assert_eq!(
+            f.claimable(4),
+            None,
+            "once all four are recorded it may claim again"
+        );
         assert!(!f.committed());
         assert!(!f.committed());
         assert!(!f.committed());

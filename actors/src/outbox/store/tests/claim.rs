@@ -17,7 +17,11 @@ fn rows_to(conn: &mut Connection, dest: &str, n: usize, from: i64) -> Vec<i64> {
     (0..n)
         .map(|i| {
             let id = format!("{}-{i}", &dest[..1]);
-            queue(conn, send(Some(&id), i as u8, dest, Some(dest)), from + i as i64)
+            queue(
+                conn,
+                send(Some(&id), i as u8, dest, Some(dest)),
+                from + i as i64,
+            )
         })
         .collect()
 }
@@ -50,11 +54,8 @@ fn claim_window_leaves_blocked_and_unknown_busy_destinations_and_honours_the_lim
     // A has a row inflight the caller does not list: left alone.
     let got = ids(claim_window(&mut conn, "m1", NOW + 200, 2, 8, &HashMap::new()).unwrap());
     assert_eq!(got, vec![b[0], b[1]]);
-    let busy: HashMap<String, InFlight> = [
-        (pk('a'), InFlight::Blocked),
-        (pk('b'), InFlight::Rows(2)),
-    ]
-    .into();
+    let busy: HashMap<String, InFlight> =
+        [(pk('a'), InFlight::Blocked), (pk('b'), InFlight::Rows(2))].into();
     assert!(claim_window(&mut conn, "m1", NOW + 200, 8, 2, &busy)
         .unwrap()
         .is_empty());
@@ -71,11 +72,17 @@ fn claim_window_stops_a_run_at_a_row_that_is_not_due() {
     mark_retry(&conn, a[1], "behind", false, NOW, 25, NOW).unwrap();
     mark_retry(&conn, a[2], "behind", false, NOW + 5_000, 25, NOW).unwrap();
     mark_retry(&conn, a[3], "behind", false, NOW, 25, NOW).unwrap();
-    assert!(claim_window(&mut conn, "m1", NOW + 500, 8, 8, &HashMap::new())
-        .unwrap()
-        .is_empty());
+    assert!(
+        claim_window(&mut conn, "m1", NOW + 500, 8, 8, &HashMap::new())
+            .unwrap()
+            .is_empty()
+    );
     let got = ids(claim_window(&mut conn, "m1", NOW + 1_000, 8, 8, &HashMap::new()).unwrap());
-    assert_eq!(got, vec![a[0], a[1]], "the run stops before the row not yet due");
+    assert_eq!(
+        got,
+        vec![a[0], a[1]],
+        "the run stops before the row not yet due"
+    );
 }
 
 #[test]
