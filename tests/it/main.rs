@@ -8,6 +8,7 @@ mod flood;
 mod harness;
 mod head;
 mod late_acks;
+mod pipeline;
 mod reload;
 mod runtime;
 pub mod security;
