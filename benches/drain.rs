@@ -5,7 +5,8 @@
 //! (`@d0`…`@d63`), with one row in flight per destination (the default, SPEC §5.4) and with
 //! the pipelined drain (`outbox.destination_window = 32`). Run with `make bench`.
 //!
-//! `DRAIN_BENCH_ROWS` (default 20,000) sets the rows per configuration.
+//! `DRAIN_BENCH_ROWS` (default 20,000) sets the rows per configuration; `CLAUDEMESHD_BIN`
+//! the binary to measure.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,7 +18,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_claudemeshd");
+/// The binary under test: `CLAUDEMESHD_BIN` if set (e.g. a release build driven by a debug
+/// build of this program), else the one cargo built with this bench.
+fn bin() -> String {
+    std::env::var("CLAUDEMESHD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_claudemeshd").into())
+}
 
 struct Proc(Child);
 
@@ -38,7 +43,7 @@ impl Drop for Proc {
 
 /// A dev broker without rate limit on `port` (0 = any); its process and port.
 fn broker(state: &Path, port: u16) -> (Proc, String, u16) {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["dev-broker", "--no-rate-limit", "--state"])
         .arg(state)
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -61,7 +66,7 @@ fn broker(state: &Path, port: u16) -> (Proc, String, u16) {
 }
 
 fn daemon(config: &Path, window: u32, dest_window: u32) -> Proc {
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .args(["up", "--no-tcp"])
         .env("CLAUDEMESH_CONFIG_DIR", config)
         .env("CLAUDEMESH_BROKER_RATE_BURST", "1000000000")
@@ -164,7 +169,7 @@ fn main() {
     let state = dir.path().join("broker");
     let (first, url, port) = broker(&state, 0);
     let out = dir.path().join("out");
-    let o = Command::new(BIN)
+    let o = Command::new(bin())
         .args(["dev-mesh", "create", "--state"])
         .arg(&state)
         .args(["--broker-url", &url, "--members", "alice,bob", "--out"])
@@ -176,7 +181,10 @@ fn main() {
     let alice = out.join("alice");
     let sock = alice.join("daemon/daemon.sock");
 
-    println!("claudemeshd drain benchmark (release build, loopback, {rows} rows per line)\n");
+    println!(
+        "claudemeshd drain benchmark ({}, loopback, {rows} rows per line)\n",
+        bin()
+    );
     println!(
         "{:<58} {:>12}  {:>9}",
         "destinations, window, destination_window", "msgs/s", "seconds"
