@@ -277,8 +277,11 @@ fn kill_9_mid_window_then_restart_delivers_every_accepted_message_in_order_once(
 #[ignore = "long (~50 s): run by `make torture`"]
 fn sixty_messages_against_a_rate_limited_broker_take_about_fifty_seconds_and_none_dies() {
     let w = World::new("alice,bob", &[]);
-    let bob = Daemon::start(&w.config_dir("bob"), &[]);
-    let alice = pipelined(&w, "alice");
+    let bob = Daemon::start(&w.config_dir("bob"), &REAL_RATE);
+    let window = WINDOW.to_string();
+    let mut env = REAL_RATE.to_vec();
+    env.push(("CLAUDEMESH_OUTBOX_DESTINATION_WINDOW", window.as_str()));
+    let alice = Daemon::start(&w.config_dir("alice"), &env);
     let t = Instant::now();
     let expected = post_dms(&alice, &w.pubkey("bob"), "r", 60);
     wait_delivered(&alice, &bob, 60, Duration::from_secs(120));

@@ -80,7 +80,7 @@ impl Hub {
         let fail =
             |hub: &Hub, error: String| hub.send_frame(conn, &ack(&id, "", false, Some(error)));
         self.sends_seen += 1;
-        let nth = |every: Option<u64>, seen: u64| every.is_some_and(|n| seen % n == 0);
+        let nth = |every: Option<u64>, seen: u64| every.is_some_and(|n| seen.is_multiple_of(n));
         if nth(self.opts.fail_every, self.sends_seen) {
             return fail(self, INJECTED_FAILURE_ERROR.to_owned());
         }

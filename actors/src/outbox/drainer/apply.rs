@@ -46,17 +46,12 @@ impl OutboxDrainer {
             self.apply(stray, false);
         }
         // Bounded by the window: each turn takes one row out of it.
-        loop {
-            let Some(flight) = self
-                .meshes
-                .get_mut(&mesh)
-                .and_then(|st| st.busy.get_mut(&dest))
-            else {
-                break;
-            };
-            let Some((next, behind)) = flight.next_ready() else {
-                break;
-            };
+        while let Some((next, behind)) = self
+            .meshes
+            .get_mut(&mesh)
+            .and_then(|st| st.busy.get_mut(&dest))
+            .and_then(|f| f.next_ready())
+        {
             if self.apply(next, behind) {
                 if let Some(f) = self
                     .meshes

@@ -164,8 +164,8 @@ mod tests {
         assert_eq!(f.claimable(0), Some(InFlight::Blocked));
         f.returned(back(4, ok()));
         f.returned(back(3, ok()));
-        assert_eq!(f.next_ready().unwrap().1, true);
-        assert_eq!(f.next_ready().unwrap().1, true);
+        assert!(f.next_ready().unwrap().1);
+        assert!(f.next_ready().unwrap().1);
         assert_eq!(f.claimable(3), Some(InFlight::Blocked));
         assert_eq!(
             f.claimable(4),
@@ -185,7 +185,7 @@ mod tests {
         f.sent(2);
         assert_eq!(f.claimable(0), Some(InFlight::Rows(2)));
         f.returned(back(1, ok()));
-        assert_eq!(f.next_ready().unwrap().1, false);
+        assert!(!f.next_ready().unwrap().1);
         assert_eq!(f.len(), 2);
         assert_eq!(f.claimable(1), Some(InFlight::Rows(1)));
         assert!(!f.committed());
