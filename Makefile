@@ -35,6 +35,7 @@ bench:
 	$(CARGO) run --release -p claudemesh-actors --example store_bench
 	$(CARGO) bench --bench daemon
 	$(CARGO) bench --bench drain
+	$(CARGO) bench --bench scale
 
 # Long scenarios kept out of `make test` (ignored tests): e.g. the pacing against a
 # rate-limited broker, ~50 s.

@@ -8,7 +8,7 @@
 //! The IpcListener is started by the caller with the returned [`Handles`].
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,8 @@ use crate::metrics::Metrics;
 use crate::outbox::db::OutboxDb;
 use crate::outbox::drainer::{DrainTarget, OutboxDrainer};
 use crate::outbox::msg::{CloseOutbox, StopDraining};
+use crate::readpool::ReadPool;
+use crate::sessions::links::{AttachSessionLinks, SessionLinkFactory};
 use crate::sessions::msg::CloseSessions;
 use crate::sessions::process::OsProbe;
 use crate::sessions::{self, SessionRegistry};
@@ -66,6 +68,12 @@ pub struct Engine {
     outbox_arbiter: Arbiter,
 }
 
+/// The read pool beside a writer connection (its file; `:memory:` has none to share, and an
+/// empty path gives readers that fail, which only tests without files reach).
+fn reads_of(writer: &Connection) -> ReadPool {
+    ReadPool::new(Path::new(writer.path().unwrap_or_default()))
+}
+
 /// Starts every actor. Must run inside an actix system.
 pub fn start(cfg: EngineConfig) -> Engine {
     let metrics = cfg.metrics.clone();
@@ -78,6 +86,7 @@ pub fn start(cfg: EngineConfig) -> Engine {
         .map(|(m, k)| (m.slug.clone(), k.clone()))
         .collect();
     let journal_keep = usize::try_from(tuning.inbox.event_journal).unwrap_or(usize::MAX);
+    let (outbox_reads, inbox_reads) = (reads_of(&cfg.outbox), reads_of(&cfg.inbox));
     let inbox_arbiter = Arbiter::new();
     let inbox_conn = cfg.inbox;
     let (ev, me) = (events.clone(), metrics.clone());
@@ -108,6 +117,12 @@ pub fn start(cfg: EngineConfig) -> Engine {
     )
     .start();
 
+    let mesh_keys: HashMap<String, (JoinedMesh, MemberKeys)> = cfg
+        .meshes
+        .iter()
+        .map(|(m, k)| (m.slug.clone(), (m.clone(), k.clone())))
+        .collect();
+    let daemon_dir = cfg.daemon_dir.clone();
     let mut meshes = Vec::new();
     let outbox_tuning = tuning.outbox.clone();
     let (inbox2, metrics2, tuning2) = (inbox.clone(), metrics.clone(), tuning.clone());
@@ -128,6 +143,7 @@ pub fn start(cfg: EngineConfig) -> Engine {
                 tuning: tuning2.broker.clone(),
                 session_id: cfg.session_id.clone(),
                 nudge_after_start: cfg.nudge_after_start,
+                session: None,
             };
             let (lp, me) = (link_peers.clone(), metrics2.clone());
             let link = Supervisor::start(move |_| BrokerConnection::new(link_cfg, lp, me));
@@ -145,6 +161,17 @@ pub fn start(cfg: EngineConfig) -> Engine {
         }
         OutboxDrainer::new(db, targets, outbox_tuning, inbox2.recipient(), metrics2)
     });
+
+    // Session connections start once the drainer they report to exists (SPEC §12).
+    session_registry.do_send(AttachSessionLinks(SessionLinkFactory {
+        meshes: mesh_keys,
+        tuning: tuning.broker.clone(),
+        drainer: outbox.clone(),
+        pushes: inbox.clone().recipient(),
+        journal: inbox.clone().recipient(),
+        metrics: metrics.clone(),
+        daemon_dir,
+    }));
 
     // Inbox retention: prune hourly (and once now).
     let retention_ms = i64::from(tuning.inbox.retention_days) * 86_400_000;
@@ -170,6 +197,8 @@ pub fn start(cfg: EngineConfig) -> Engine {
     let handles = Handles {
         outbox,
         inbox,
+        outbox_reads,
+        inbox_reads,
         events,
         sessions: session_registry,
         meshes,

@@ -31,7 +31,7 @@ mod tests;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use accept::{accept_batch, mint_client_message_id};
+pub use accept::{accept_batch, lookup, mint_client_message_id};
 pub use admin::{counts, get, list, prune_payloads, requeue};
 pub use claim::{claim_due, claim_window, InFlight};
 pub use drain::{
@@ -197,6 +197,9 @@ pub struct NewSend {
     pub reply_to_id: Option<String>,
     /// UTF-8 message bytes (plaintext; encrypted at drain time).
     pub payload: Vec<u8>,
+    /// The sending session's pubkey, for a send made by a session with presence (SPEC §12
+    /// "Sending as a session"); `None` for the member.
+    pub session_pubkey: Option<String>,
 }
 
 /// The answer to one accepted send (SPEC §5.3 table).
@@ -285,6 +288,8 @@ pub struct OutboxRow {
     pub payload: Option<Vec<u8>>,
     /// Length of the payload, kept after pruning.
     pub payload_bytes: i64,
+    /// The session that sent it (its pubkey), if a session did (SPEC §12).
+    pub session_pubkey: Option<String>,
 }
 
 /// The per-destination FIFO key of a row: its resolved target, else the `to` it was sent to.

@@ -11,7 +11,7 @@ use actix::prelude::*;
 use super::super::db::{DbTask, OutboxDb};
 use super::super::outcome::Step;
 use super::super::store::{self, InFlight, OutboxRow, Settled};
-use super::{LinkRecipients, OutboxDrainer};
+use super::{sessions, LinkRecipients, OutboxDrainer};
 use crate::broker::msg::{
     DeliverSend, DeliveryOutcome, LinkEvent, OutgoingSend, Resolution, ResolvePeer,
 };
@@ -23,7 +23,7 @@ use crate::time::now_ms;
 impl OutboxDrainer {
     /// Claims due rows of `mesh` up to the free window and dispatches them.
     pub(super) fn drain(&mut self, ctx: &mut Context<Self>, mesh: &str) {
-        if self.closing {
+        if self.closing || !self.session_routes.ready {
             return;
         }
         let window = self.tuning.window.max(1) as usize;
@@ -44,11 +44,17 @@ impl OutboxDrainer {
         }
         st.claiming = true;
         st.again = false;
-        let busy: HashMap<String, InFlight> = st
+        let mut busy: HashMap<String, InFlight> = st
             .busy
             .iter()
             .filter_map(|(d, f)| f.claimable(0).map(|c| (d.clone(), c)))
             .collect();
+        // Destinations whose session connection is away: nothing is claimed for them.
+        busy.extend(
+            self.session_routes
+                .held(mesh)
+                .map(|d| (d.clone(), InFlight::Blocked)),
+        );
         let slug = mesh.to_string();
         let now = now_ms();
         let fut = self.db.send(DbTask::new(move |conn| {
@@ -124,11 +130,27 @@ impl OutboxDrainer {
     /// connection's mailbox in the order they were claimed (the window relies on it); a row
     /// to a name (alone in flight for it) is resolved first.
     pub(super) fn dispatch(&mut self, ctx: &mut Context<Self>, row: OutboxRow) {
-        let Some(st) = self.meshes.get(&row.mesh) else {
+        let Some(st) = self.meshes.get_mut(&row.mesh) else {
             return;
         };
-        let link = st.link.clone();
-        let keys = st.keys.clone();
+        // A session's row goes over its own connection (SPEC §12), or waits for it.
+        let (link, keys) = match self.session_routes.route(row.session_pubkey.as_deref()) {
+            sessions::Route::Member => (st.link.clone(), st.keys.clone()),
+            sessions::Route::Session(route) => *route,
+            sessions::Route::Hold => {
+                // The row leaves its window unsent (the rows behind it, same session, follow
+                // it here); the destination is held until the session's connection is back.
+                let dest = store::destination_key(&row).to_string();
+                if st.busy.get_mut(&dest).is_some_and(|f| f.forget(row.id)) {
+                    st.busy.remove(&dest);
+                }
+                if let Some(session) = row.session_pubkey.as_deref() {
+                    self.session_routes.hold(session, dest);
+                }
+                self.release(ctx, vec![row]);
+                return;
+            }
+        };
         let seq = self.late.sent(&row.client_message_id);
         let Some(target) = row.target.clone() else {
             let db = self.db.clone();
@@ -263,6 +285,7 @@ impl Handler<LinkEvent> for OutboxDrainer {
                 broker_message_id,
                 ..
             } => self.on_late_ack(ctx, client_message_id, seq, broker_message_id),
+            LinkEvent::Session(update) => self.on_session_presence(ctx, update),
         }
     }
 }

@@ -55,6 +55,13 @@ impl DestFlight {
         }
     }
 
+    /// Row `id` will not be sent after all (its session connection is away): it leaves the
+    /// window. Returns `true` when nothing of the destination is left in flight.
+    pub(super) fn forget(&mut self, id: i64) -> bool {
+        self.sent.retain(|(sent, _)| *sent != id);
+        self.idle()
+    }
+
     /// The oldest row, if it came back: it leaves the window for the group apply. With it,
     /// whether the window is broken (the row must go back to pending behind a failed one).
     pub(super) fn next_ready(&mut self) -> Option<(Returned, bool)> {
@@ -127,6 +134,7 @@ mod tests {
             reply_to_id: None,
             payload: None,
             payload_bytes: 0,
+            session_pubkey: None,
         };
         Returned {
             row,

@@ -1,8 +1,8 @@
 //! OutboxDrainer: accepts sends (group commit) and drains pending rows to each mesh's
 //! BrokerConnection.
 //!
-//! Accepts [`AcceptSend`], [`ListOutbox`], [`GetOutboxRow`], [`RequeueRow`], [`GetOutboxCounts`],
-//! [`CloseOutbox`] from the IPC layer and [`LinkEvent`] from the connections. Sends
+//! Accepts [`AcceptSend`], [`RequeueRow`], [`CloseOutbox`] from the IPC layer and [`LinkEvent`]
+//! from the connections (reads go to [`crate::readpool`], never here). Sends
 //! [`DeliverSend`]/[`ResolvePeer`]/[`RateLimited`] to connections and `outbox_dead` events to the
 //! InboxStore journal. SQL runs on the [`OutboxDb`] thread. Accepting never depends on a broker:
 //! with every link down, sends still commit and wait as `pending`.
@@ -30,6 +30,9 @@ mod claim;
 mod flight;
 mod late;
 mod queries;
+mod sessions;
+
+pub use sessions::{SessionLinkAdded, SessionLinkRemoved, SessionLinksReady};
 
 use super::db::{DbTask, OutboxDb};
 use super::msg::*;
@@ -132,6 +135,8 @@ pub struct OutboxDrainer {
     updating: bool,
     /// Dispatch numbers and timed-out rows, for late acks (`late.rs`).
     late: late::LateAcks,
+    /// Session connections, for rows sent by a session (`sessions.rs`).
+    session_routes: sessions::SessionRoutes,
 }
 
 impl OutboxDrainer {
@@ -147,7 +152,11 @@ impl OutboxDrainer {
             .into_iter()
             .map(|t| (t.slug, t.keys, LinkRecipients::from(t.link)))
             .collect();
-        Self::with_links(db, links, tuning, journal, metrics)
+        let mut drainer = Self::with_links(db, links, tuning, journal, metrics);
+        // Rows sent by sessions must not be routed before the registry has said which
+        // sessions live ([`SessionLinksReady`]).
+        drainer.session_routes.ready = false;
+        drainer
     }
 
     /// A drainer over `db` sending each mesh `(slug, keys, link)` to `link`.
@@ -186,6 +195,7 @@ impl OutboxDrainer {
             updates: Vec::new(),
             updating: false,
             late: late::LateAcks::default(),
+            session_routes: Default::default(),
         }
     }
 }
