@@ -6,7 +6,7 @@ CARGO ?= cargo
 TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 BIN = $(TARGET_DIR)/debug/claudemeshd
 
-.PHONY: build build-bin test lint fmt demo bench release
+.PHONY: build build-bin test lint fmt demo bench release torture
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -34,4 +34,10 @@ release:
 bench:
 	$(CARGO) run --release -p claudemesh-actors --example store_bench
 	$(CARGO) bench --bench daemon
+	$(CARGO) bench --bench drain
 	$(CARGO) bench --bench scale
+
+# Long scenarios kept out of `make test` (ignored tests): e.g. the pacing against a
+# rate-limited broker, ~50 s.
+torture: build
+	$(CARGO) test --test it -- --ignored --test-threads=1

@@ -260,6 +260,11 @@ pub fn snapshot(
                 g(&m.late_acks_after_resend),
             ),
             (
+                "sends_behind_failure",
+                "Rows sent again because an older row to their destination failed first.",
+                g(&m.sends_behind_failure),
+            ),
+            (
                 "redelivery_nudges",
                 "Silent reattaches run by the redelivery nudge (head brokers).",
                 g(&m.redelivery_nudges),

@@ -9,6 +9,7 @@ mod harness;
 mod head;
 mod idle;
 mod late_acks;
+mod pipeline;
 mod reads;
 mod reload;
 mod runtime;

@@ -21,6 +21,7 @@
 mod accept;
 mod admin;
 mod adopt;
+mod claim;
 mod drain;
 mod rows;
 mod schema;
@@ -32,9 +33,10 @@ use std::str::FromStr;
 
 pub use accept::{accept_batch, lookup, mint_client_message_id};
 pub use admin::{counts, get, list, next_due_after, prune_payloads, requeue};
+pub use claim::{claim_due, claim_window, InFlight};
 pub use drain::{
-    claim_due, expire, mark_dead, mark_done, mark_retry, release_claims, reset_inflight,
-    set_target, settle_target, wake, Settled,
+    expire, mark_dead, mark_done, mark_retry, release_claims, reset_inflight, set_target,
+    settle_target, wake, Settled,
 };
 pub use schema::{integrity_check, open, was_clean_shutdown, write_clean_shutdown, SCHEMA_VERSION};
 

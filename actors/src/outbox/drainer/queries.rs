@@ -32,7 +32,7 @@ impl Handler<RequeueRow> for OutboxDrainer {
         let in_flight: HashSet<String> = self
             .meshes
             .values()
-            .flat_map(|m| m.busy.iter().cloned())
+            .flat_map(|m| m.busy.keys().cloned())
             .collect();
         let claiming: HashSet<String> = self
             .meshes

@@ -3,6 +3,7 @@
 
 mod accept;
 mod admin;
+mod claim;
 mod counts;
 mod drain;
 mod open;
