@@ -220,3 +220,34 @@ fn local_token_debug_never_shows_the_token() {
     let shown = format!("{:?}", LocalToken(TOKEN.into()));
     assert!(!shown.contains(TOKEN));
 }
+
+#[actix_web::test]
+async fn the_openapi_document_is_served_as_in_the_repository() {
+    let fx = Fixture::new();
+    let (status, body, headers) =
+        call(&fx, authed(TestRequest::get().uri("/v1/openapi.json"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers.get(header::CONTENT_TYPE).unwrap(),
+        "application/json"
+    );
+    let file: Value = serde_json::from_str(super::openapi::DOCUMENT).unwrap();
+    assert_eq!(body, file);
+    // Without the token it is refused like every other route.
+    let (status, _, _) = call(&fx, TestRequest::get().uri("/v1/openapi.json")).await;
+    assert_eq!(status, 401);
+}
+
+#[actix_web::test]
+async fn every_declared_route_reaches_a_handler() {
+    let fx = Fixture::new();
+    for (method, path) in super::ROUTES {
+        let uri = path
+            .replace("{id}", "1")
+            .replace("{token}", &"a".repeat(64));
+        let m = actix_web::http::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let (status, body, _) = call(&fx, authed(TestRequest::default().method(m).uri(&uri))).await;
+        assert_ne!(status, 405, "{method} {path}");
+        assert_ne!(body["error"], "not_found", "{method} {path}: {body}");
+    }
+}
