@@ -38,8 +38,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use actix_web::dev::{HttpServiceFactory, ServiceRequest};
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::from_fn;
-use actix_web::{web, HttpResponse, Resource, Scope};
+use actix_web::{web, HttpRequest, HttpResponse, Resource, ResponseError, Scope};
 use claudemesh_actors::handles::Handles;
 
 use error::ApiError;
@@ -144,8 +145,25 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// 405 JSON with `Allow` (RFC 9110 §15.5.6): the methods [`ROUTES`] has for the pattern.
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let mut resp = ApiError::MethodNotAllowed.error_response();
+    if let Some(pattern) = req.match_pattern() {
+        if let Ok(allow) = HeaderValue::from_str(&allowed_methods(&pattern)) {
+            resp.headers_mut().insert(header::ALLOW, allow);
+        }
+    }
+    resp
+}
+
+/// `GET, DELETE` for a route pattern of [`ROUTES`] (empty for an unknown one).
+fn allowed_methods(pattern: &str) -> String {
+    ROUTES
+        .iter()
+        .filter(|(_, p)| *p == pattern)
+        .map(|(m, _)| m.to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

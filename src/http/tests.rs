@@ -251,3 +251,27 @@ async fn every_declared_route_reaches_a_handler() {
         assert_ne!(body["error"], "not_found", "{method} {path}: {body}");
     }
 }
+
+#[actix_web::test]
+async fn a_405_names_the_allowed_methods() {
+    // RFC 9110 §15.5.6: a 405 carries `Allow` (found by schemathesis, check ST204).
+    let fx = Fixture::new();
+    for (method, uri, allow) in [
+        ("TRACE", "/v1/version", "GET"),
+        ("PUT", "/v1/inbox", "GET, DELETE"),
+        ("GET", "/v1/send", "POST"),
+        ("PATCH", "/v1/outbox/7", "GET"),
+        ("GET", "/v1/sessions/abc", "DELETE"),
+    ] {
+        let m = actix_web::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let (status, body, headers) =
+            call(&fx, authed(TestRequest::default().method(m).uri(uri))).await;
+        assert_eq!(status, 405, "{method} {uri}");
+        assert_eq!(body["error"], "method_not_allowed");
+        assert_eq!(
+            headers.get(header::ALLOW).map(|v| v.to_str().unwrap()),
+            Some(allow),
+            "{method} {uri}"
+        );
+    }
+}
