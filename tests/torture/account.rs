@@ -1,0 +1,213 @@
+//! Exact accounting: every message a scenario sent is delivered once, duplicated (on the wire,
+//! seen in the broker's queue; or in the receiver's inbox), lost (accepted, not delivered, not
+//! pending) or stuck (accepted, still pending or in flight at the deadline).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::Daemon;
+
+/// The numbers of one scenario.
+#[derive(Default)]
+pub struct Tally {
+    /// Send requests made.
+    pub sent: usize,
+    /// Answered 202 (or 200 duplicate): the daemon owes their delivery.
+    pub accepted: usize,
+    /// Accepted and in the receiver's inbox exactly once.
+    pub delivered_once: usize,
+    /// Extra copies the broker queued for one client_message_id (a resend after a crash).
+    pub dup_wire: usize,
+    /// Extra copies in the receiver's inbox.
+    pub dup_inbox: usize,
+    /// Accepted, not delivered, not pending.
+    pub lost: usize,
+    /// Accepted, still pending or in flight at the deadline.
+    pub stuck: usize,
+    /// 5xx answers other than the ones the scenario allows.
+    pub bad_5xx: usize,
+    /// Free text for the table.
+    pub notes: Vec<String>,
+}
+
+/// What a sender learned about its sends.
+#[derive(Default)]
+pub struct Sends {
+    pub sent: usize,
+    /// Ids answered 202/200.
+    pub accepted: Vec<String>,
+    /// Ids whose request failed in transport (daemon killed mid-request): maybe accepted.
+    pub maybe: Vec<String>,
+    /// Statuses that are neither 2xx nor transport errors, by status.
+    pub other: HashMap<u16, usize>,
+}
+
+impl Sends {
+    /// One `POST /v1/send` of a DM whose body and client_message_id are both `id`.
+    pub fn send(&mut self, d: &Daemon, to: &str, id: &str) -> Option<u16> {
+        self.sent += 1;
+        let body = json!({"to": to, "message": id, "client_message_id": id}).to_string();
+        match d.request("POST", "/v1/send", Some(&body)) {
+            Ok(r) if r.status == 202 || r.status == 200 => {
+                self.accepted.push(id.to_string());
+                Some(r.status)
+            }
+            Ok(r) => {
+                *self.other.entry(r.status).or_default() += 1;
+                Some(r.status)
+            }
+            Err(_) => {
+                self.maybe.push(id.to_string());
+                None
+            }
+        }
+    }
+
+    /// 5xx answers other than `allowed`.
+    pub fn bad_5xx(&self, allowed: &[u16]) -> usize {
+        self.other
+            .iter()
+            .filter(|(s, _)| **s >= 500 && !allowed.contains(s))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// Counts of client_message_ids in `d`'s inbox (every page).
+pub fn inbox_counts(d: &Daemon) -> Option<HashMap<String, usize>> {
+    let mut counts = HashMap::new();
+    let mut before: Option<i64> = None;
+    for _ in 0..1000 {
+        let path = match before {
+            Some(b) => format!("/v1/inbox?limit=1000&before={b}"),
+            None => "/v1/inbox?limit=1000".to_string(),
+        };
+        let r = d.get(&path).ok().filter(|r| r.status == 200)?;
+        let v = r.json();
+        for item in v["items"].as_array().into_iter().flatten() {
+            if let Some(b) = item["client_message_id"].as_str() {
+                *counts.entry(b.to_string()).or_default() += 1;
+            }
+        }
+        match v["next_before"].as_i64() {
+            Some(b) => before = Some(b),
+            None => return Some(counts),
+        }
+    }
+    Some(counts)
+}
+
+/// Copies the broker queued per client_message_id.
+pub fn wire_counts(broker_state: &Path) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for row in claudemesh_devbroker::queue_rows_in(broker_state).unwrap_or_default() {
+        if let Some(id) = row.client_message_id {
+            *counts.entry(id).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Client ids of `d`'s rows that are pending or in flight.
+fn open_rows(d: &Daemon) -> Vec<String> {
+    let mut ids = Vec::new();
+    for status in ["pending", "inflight"] {
+        if let Ok(r) = d.get(&format!("/v1/outbox?status={status}&limit=500")) {
+            for item in r.json()["items"].as_array().into_iter().flatten() {
+                if let Some(id) = item["client_message_id"].as_str() {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// Waits (polling every second, at most `timeout`) until every accepted id is in `receiver`'s
+/// inbox, then counts. A `maybe` id that arrived counts as accepted (its 202 was lost with the
+/// killed daemon); one that did not is not owed.
+pub fn settle(
+    sends: &Sends,
+    sender: &Daemon,
+    receiver: &Daemon,
+    broker_state: &Path,
+    timeout: Duration,
+) -> Tally {
+    let start = Instant::now();
+    let mut inbox = HashMap::new();
+    while start.elapsed() < timeout {
+        if let Some(c) = inbox_counts(receiver) {
+            inbox = c;
+            if sends.accepted.iter().all(|id| inbox.contains_key(id)) {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // Late copies (a redelivery in flight) show up within the next moment.
+    std::thread::sleep(Duration::from_millis(1500));
+    if let Some(c) = inbox_counts(receiver) {
+        inbox = c;
+    }
+    let wire = wire_counts(broker_state);
+    let open = open_rows(sender);
+    let mut t = Tally {
+        sent: sends.sent,
+        bad_5xx: sends.bad_5xx(&[]),
+        ..Tally::default()
+    };
+    let maybe_arrived = sends.maybe.iter().filter(|id| inbox.contains_key(*id));
+    for id in sends.accepted.iter().chain(maybe_arrived) {
+        t.accepted += 1;
+        match inbox.get(id).copied().unwrap_or(0) {
+            0 if open.contains(id) => t.stuck += 1,
+            0 => t.lost += 1,
+            1 => t.delivered_once += 1,
+            n => {
+                t.delivered_once += 1;
+                t.dup_inbox += n - 1;
+            }
+        }
+        t.dup_wire += wire.get(id).copied().unwrap_or(0).saturating_sub(1);
+    }
+    if !sends.maybe.is_empty() {
+        t.notes.push(format!(
+            "{} sends cut by a kill ({} of them arrived)",
+            sends.maybe.len(),
+            sends
+                .maybe
+                .iter()
+                .filter(|id| inbox.contains_key(*id))
+                .count()
+        ));
+    }
+    t
+}
+
+/// The targets every delivery scenario shares; `dedupe`: the broker deduplicates, so no
+/// wire duplicate is allowed either.
+pub fn problems(t: &Tally, dedupe: bool) -> Vec<String> {
+    let mut p = Vec::new();
+    if t.lost > 0 {
+        p.push(format!("{} lost", t.lost));
+    }
+    if t.stuck > 0 {
+        p.push(format!("{} stuck", t.stuck));
+    }
+    if t.dup_inbox > 0 {
+        p.push(format!("{} duplicated in the inbox", t.dup_inbox));
+    }
+    if dedupe && t.dup_wire > 0 {
+        p.push(format!("{} duplicated on the dedupe broker", t.dup_wire));
+    }
+    if t.bad_5xx > 0 {
+        p.push(format!("{} unexpected 5xx", t.bad_5xx));
+    }
+    if t.accepted == 0 {
+        p.push("nothing accepted".into());
+    }
+    p
+}

@@ -1,0 +1,207 @@
+//! Crash and outage scenarios: kill -9 of the sending daemon, of the receiving daemon (head
+//! broker), of the dev broker, and a frozen (SIGSTOP, half-open) broker, each under load.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::account::{problems, settle, Sends};
+use crate::harness::{Broker, Daemon, World};
+use crate::{Opts, Outcome, Rng};
+
+const DEDUPE: [&str; 2] = ["--no-rate-limit", "--dedupe"];
+const PLAIN: [&str; 1] = ["--no-rate-limit"];
+
+/// SIGKILL `pid` after `delay_ms`, from another thread.
+fn kill_later(pid: u32, delay_ms: u64) {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // SAFETY: signalling a child process of ours.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    });
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: signalling a child process of ours.
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+fn pid_of(d: &Daemon) -> u32 {
+    d.child.as_ref().map_or(0, |c| c.id())
+}
+
+/// Restarts a daemon that died (reaping the old process).
+fn revive(d: &mut Daemon, config: &std::path::Path) {
+    d.kill9();
+    *d = Daemon::start(config, &[]);
+}
+
+/// `n` sends with `kills` SIGKILLs of the sender at random points (a random 0–30 ms after
+/// send number k is issued, so the kill lands mid-request, mid-accept or mid-drain).
+fn kill9_run(o: &Opts, rng: &mut Rng, dedupe: bool, n: usize, kills: usize) -> Outcome {
+    let _ = o;
+    let w = World::new("alice,bob", if dedupe { &DEDUPE } else { &PLAIN });
+    let bob = Daemon::start(&w.config_dir("bob"), &[]);
+    let to = w.pubkey("bob");
+    let a = w.config_dir("alice");
+    let mut alice = Daemon::start(&a, &[]);
+    let mut points: Vec<usize> = (0..kills)
+        .map(|_| rng.range(1, n as u64) as usize)
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    let tag = if dedupe { "ks" } else { "kp" };
+    let mut sends = Sends::default();
+    let mut next = 0;
+    let mut restarts = 0;
+    for i in 0..n {
+        if points.get(next) == Some(&i) {
+            next += 1;
+            kill_later(pid_of(&alice), rng.range(0, 30));
+        }
+        if sends.send(&alice, &to, &format!("{tag}-{i}")).is_none() || alice.exited() {
+            revive(&mut alice, &a);
+            restarts += 1;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    if alice.exited() {
+        revive(&mut alice, &a);
+        restarts += 1;
+    }
+    let mut t = settle(&sends, &alice, &bob, &w.broker.state, Duration::from_secs(120));
+    t.notes.push(format!("{restarts} kill -9 + restart"));
+    if !dedupe {
+        t.notes.push(format!("plain broker: {} resent copies", t.dup_wire));
+    }
+    let problems = problems(&t, dedupe);
+    Outcome { tally: t, problems }
+}
+
+/// 20 × kill -9 of the sending daemon during a 10,000-message run (short: 3 × in 1,000),
+/// `--dedupe` broker: 0 lost, 0 stuck, 0 duplicates.
+pub fn kill9_sender(o: &Opts, rng: &mut Rng) -> Outcome {
+    let (n, kills) = if o.short { (1000, 3) } else { (10_000, 20) };
+    kill9_run(o, rng, true, n, kills)
+}
+
+/// The same against the plain broker: resends after a crash reach it again (counted).
+pub fn plain_broker_kill9(o: &Opts, rng: &mut Rng) -> Outcome {
+    let (n, kills) = if o.short { (500, 2) } else { (2000, 5) };
+    kill9_run(o, rng, false, n, kills)
+}
+
+/// Sends from a second thread until `stop`, while `chaos` runs on this one.
+fn under_load(sender: &Daemon, to: &str, tag: &str, chaos: impl FnOnce()) -> Sends {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let mut sends = Sends::default();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) && i < 100_000 {
+                sends.send(sender, to, &format!("{tag}-{i}"));
+                i += 1;
+                if i % 50 == 0 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            sends
+        });
+        chaos();
+        stop.store(true, Ordering::Relaxed);
+        h.join().unwrap_or_default()
+    })
+}
+
+/// 10 × the dev broker killed (SIGKILL) and restarted on its port while a client sends
+/// (short: 3 ×).
+pub fn broker_restarts(o: &Opts, rng: &mut Rng) -> Outcome {
+    let rounds = if o.short { 3 } else { 10 };
+    let mut w = World::new("alice,bob", &DEDUPE);
+    let alice = Daemon::start(&w.config_dir("alice"), &[]);
+    let bob = Daemon::start(&w.config_dir("bob"), &[]);
+    let to = w.pubkey("bob");
+    let state = w.broker.state.clone();
+    let port = w.broker.port;
+    let sends = under_load(&alice, &to, "br", || {
+        for _ in 0..rounds {
+            std::thread::sleep(Duration::from_millis(rng.range(300, 1500)));
+            let _ = w.broker.child.kill();
+            let _ = w.broker.child.wait();
+            std::thread::sleep(Duration::from_millis(rng.range(0, 500)));
+            w.broker = Broker::start(&state, port, &DEDUPE);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let mut t = settle(&sends, &alice, &bob, &state, Duration::from_secs(120));
+    t.notes.push(format!("{rounds} broker kill -9 + restart"));
+    let problems = problems(&t, true);
+    Outcome { tally: t, problems }
+}
+
+/// kill -9 of the receiving daemon during inbound bursts, head profile (claims redelivered
+/// until `client_ack`): bursts of 200, one kill in each (short: 3 bursts, full: 10).
+pub fn kill9_receiver_head(o: &Opts, rng: &mut Rng) -> Outcome {
+    let bursts = if o.short { 3 } else { 10 };
+    let flags = [
+        "--profile",
+        "head",
+        "--no-rate-limit",
+        "--claim-ms",
+        "2000",
+        "--sweep-ms",
+        "1000",
+    ];
+    let w = World::new("alice,bob", &flags);
+    let alice = Daemon::start(&w.config_dir("alice"), &[]);
+    let b = w.config_dir("bob");
+    let mut bob = Daemon::start(&b, &[]);
+    let to = w.pubkey("bob");
+    let mut sends = Sends::default();
+    for burst in 0..bursts {
+        let at = rng.range(0, 200) as usize;
+        for i in 0..200 {
+            if i == at {
+                kill_later(pid_of(&bob), rng.range(0, 50));
+            }
+            sends.send(&alice, &to, &format!("kr-{burst}-{i}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        revive(&mut bob, &b);
+    }
+    let mut t = settle(&sends, &alice, &bob, &w.broker.state, Duration::from_secs(120));
+    t.notes.push(format!("{bursts} receiver kill -9 (head broker)"));
+    let problems = problems(&t, false);
+    Outcome { tally: t, problems }
+}
+
+/// SIGSTOP of the broker under load (a half-open link the watchdog must detect), then
+/// SIGCONT: 1 round (short) or 3.
+pub fn broker_sigstop(o: &Opts, rng: &mut Rng) -> Outcome {
+    let rounds = if o.short { 1 } else { 3 };
+    let w = World::new("alice,bob", &DEDUPE);
+    let fast = [
+        ("CLAUDEMESH_BROKER_PING_INTERVAL_MS", "200"),
+        ("CLAUDEMESH_BROKER_STALE_AFTER_MS", "800"),
+    ];
+    let alice = Daemon::start(&w.config_dir("alice"), &fast);
+    let bob = Daemon::start(&w.config_dir("bob"), &fast);
+    let to = w.pubkey("bob");
+    let pid = w.broker.child.id();
+    let sends = under_load(&alice, &to, "ss", || {
+        for _ in 0..rounds {
+            std::thread::sleep(Duration::from_millis(rng.range(300, 1000)));
+            signal(pid, libc::SIGSTOP);
+            std::thread::sleep(Duration::from_millis(rng.range(2000, 4000)));
+            signal(pid, libc::SIGCONT);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let mut t = settle(&sends, &alice, &bob, &w.broker.state, Duration::from_secs(120));
+    let stale = alice.log().matches("stale").count();
+    t.notes.push(format!("{rounds} SIGSTOP 2-4 s; watchdog lines: {stale}"));
+    let mut problems = problems(&t, true);
+    if stale == 0 {
+        problems.push("the watchdog never noticed the frozen broker".into());
+    }
+    Outcome { tally: t, problems }
+}
