@@ -76,7 +76,7 @@ impl Sends {
     }
 }
 
-/// Counts of client_message_ids in `d`'s inbox (every page).
+/// Counts of client_message_ids in `d`'s inbox (every page), read from the bodies.
 pub fn inbox_counts(d: &Daemon) -> Option<HashMap<String, usize>> {
     let mut counts = HashMap::new();
     let mut before: Option<i64> = None;
@@ -88,7 +88,9 @@ pub fn inbox_counts(d: &Daemon) -> Option<HashMap<String, usize>> {
         let r = d.get(&path).ok().filter(|r| r.status == 200)?;
         let v = r.json();
         for item in v["items"].as_array().into_iter().flatten() {
-            if let Some(b) = item["client_message_id"].as_str() {
+            // Every torture message's body starts with its client_message_id (a seed broker's
+            // push does not carry the sender's id).
+            if let Some(b) = item["body"].as_str().and_then(|b| b.split(' ').next()) {
                 *counts.entry(b.to_string()).or_default() += 1;
             }
         }
@@ -136,20 +138,48 @@ pub fn settle(
     broker_state: &Path,
     timeout: Duration,
 ) -> Tally {
+    settle_many(sends, sender, &[receiver], broker_state, timeout)
+}
+
+/// [`settle`] over several receivers (their inboxes merged: every id is sent to one of them).
+pub fn settle_many(
+    sends: &Sends,
+    sender: &Daemon,
+    receivers: &[&Daemon],
+    broker_state: &Path,
+    timeout: Duration,
+) -> Tally {
+    let merged = || -> Option<HashMap<String, usize>> {
+        let mut all = HashMap::new();
+        for r in receivers {
+            for (k, v) in inbox_counts(r)? {
+                *all.entry(k).or_default() += v;
+            }
+        }
+        Some(all)
+    };
     let start = Instant::now();
     let mut inbox = HashMap::new();
     while start.elapsed() < timeout {
-        if let Some(c) = inbox_counts(receiver) {
+        if let Some(c) = merged() {
             inbox = c;
             if sends.accepted.iter().all(|id| inbox.contains_key(id)) {
                 break;
             }
+            if std::env::var_os("TORTURE_VERBOSE").is_some() {
+                eprintln!(
+                    "torture: {:.0} s: {} of {} delivered",
+                    start.elapsed().as_secs_f64(),
+                    sends.accepted.iter().filter(|id| inbox.contains_key(*id)).count(),
+                    sends.accepted.len()
+                );
+            }
         }
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_secs(2));
     }
     // Late copies (a redelivery in flight) show up within the next moment.
     std::thread::sleep(Duration::from_millis(1500));
-    if let Some(c) = inbox_counts(receiver) {
+    if let Some(c) = merged() {
         inbox = c;
     }
     let wire = wire_counts(broker_state);

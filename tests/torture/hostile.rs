@@ -261,7 +261,7 @@ pub fn same_id_concurrent(_o: &Opts, _rng: &mut Rng) -> Outcome {
                     std::hint::spin_loop();
                 }
                 for _ in 0..20 {
-                    let body = json!({"to": to, "message": "one", "client_message_id": id});
+                    let body = json!({"to": to, "message": id, "client_message_id": id});
                     let st = alice
                         .request("POST", "/v1/send", Some(&body.to_string()))
                         .map_or(0, |r| r.status);
