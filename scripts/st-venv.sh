@@ -5,12 +5,14 @@ set -euo pipefail
 version=4.32.5
 venv=${ST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/claudemeshd/st-venv-$version}
 if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$version"; then
-  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+  rm -rf "$venv"
+  if ! python3 -m venv "$venv" >&2; then
+    # Debian ships venv's pip bootstrap separately.
     export DEBIAN_FRONTEND=noninteractive
     { apt-get update -qq && apt-get install -y -qq python3-venv; } >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
   fi
-  rm -rf "$venv"
-  python3 -m venv "$venv" >&2
   "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$version" >&2
 fi
 echo "$venv/bin/schemathesis"

@@ -170,7 +170,11 @@ pub fn settle_many(
                 eprintln!(
                     "torture: {:.0} s: {} of {} delivered",
                     start.elapsed().as_secs_f64(),
-                    sends.accepted.iter().filter(|id| inbox.contains_key(*id)).count(),
+                    sends
+                        .accepted
+                        .iter()
+                        .filter(|id| inbox.contains_key(*id))
+                        .count(),
                     sends.accepted.len()
                 );
             }
@@ -218,7 +222,10 @@ pub fn settle_many(
 }
 
 /// The targets every delivery scenario shares; `dedupe`: the broker deduplicates, so no
-/// wire duplicate is allowed either.
+/// duplicate is allowed, on the wire or in the inbox. Against the plain seed broker a resend
+/// after a crash is a new broker message (its push carries no client id for the receiver to
+/// deduplicate by): those copies are counted and reported, not failed (SPEC §5.4, at least
+/// once).
 pub fn problems(t: &Tally, dedupe: bool) -> Vec<String> {
     let mut p = Vec::new();
     if t.lost > 0 {
@@ -227,7 +234,7 @@ pub fn problems(t: &Tally, dedupe: bool) -> Vec<String> {
     if t.stuck > 0 {
         p.push(format!("{} stuck", t.stuck));
     }
-    if t.dup_inbox > 0 {
+    if dedupe && t.dup_inbox > 0 {
         p.push(format!("{} duplicated in the inbox", t.dup_inbox));
     }
     if dedupe && t.dup_wire > 0 {
