@@ -2,7 +2,7 @@
 //! seen in the broker's queue; or in the receiver's inbox), lost (accepted, not delivered, not
 //! pending) or stuck (accepted, still pending or in flight at the deadline).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,16 @@ impl Sends {
         }
     }
 
+    /// Adds another sender's record to this one.
+    pub fn absorb(&mut self, other: Sends) {
+        self.sent += other.sent;
+        self.accepted.extend(other.accepted);
+        self.maybe.extend(other.maybe);
+        for (status, n) in other.other {
+            *self.other.entry(status).or_default() += n;
+        }
+    }
+
     /// 5xx answers other than `allowed`.
     pub fn bad_5xx(&self, allowed: &[u16]) -> usize {
         self.other
@@ -113,19 +123,23 @@ pub fn wire_counts(broker_state: &Path) -> HashMap<String, usize> {
     counts
 }
 
-/// Client ids of `d`'s rows that are pending or in flight.
-fn open_rows(d: &Daemon) -> Vec<String> {
-    let mut ids = Vec::new();
-    for status in ["pending", "inflight"] {
-        if let Ok(r) = d.get(&format!("/v1/outbox?status={status}&limit=500")) {
-            for item in r.json()["items"].as_array().into_iter().flatten() {
-                if let Some(id) = item["client_message_id"].as_str() {
-                    ids.push(id.to_string());
-                }
-            }
-        }
-    }
-    ids
+/// Client ids of `d`'s rows that are pending or in flight, read from its `outbox.db` (every
+/// row: the `/v1/outbox` route pages at 500, and a run may leave more open).
+fn open_rows(d: &Daemon) -> HashSet<String> {
+    let db = d.daemon_dir.join("outbox.db");
+    let read = || -> rusqlite::Result<HashSet<String>> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let mut stmt = conn.prepare(
+            "SELECT client_message_id FROM outbox WHERE status IN ('pending', 'inflight')",
+        )?;
+        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        ids.collect()
+    };
+    read().unwrap_or_else(|e| panic!("reading {}: {e}", db.display()))
 }
 
 /// Waits (polling every second, at most `timeout`) until every accepted id is in `receiver`'s

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use claudemeshd::client::{self, Endpoint};
 use serde_json::json;
 
-use crate::account::{inbox_counts, problems, settle, Sends, Tally};
+use crate::account::{problems, settle, Sends, Tally};
 use crate::harness::{Daemon, World};
 use crate::{Opts, Outcome, Rng};
 
@@ -537,7 +537,6 @@ pub fn schemathesis(o: &Opts, _rng: &mut Rng) -> Outcome {
         }
         Err(e) => p.push(format!("scripts/schemathesis.sh: {e}")),
     }
-    let _ = inbox_counts;
     Outcome {
         tally: t,
         problems: p,
