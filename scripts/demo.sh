@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# make demo: a dev broker on a free port, a mesh with alice and bob, two daemons, a DM from
-# alice to bob through alice's socket, bob's SSE event and inbox row printed, everything
+# make demo: a dev broker (head profile) on a free port, a mesh with alice and bob, two daemons,
+# a DM from alice to bob through alice's socket, bob's SSE event and inbox row printed; then an
+# agent session registered on alice (its own keypair, a real child process as its pid) that bob
+# sees as a peer and messages directly, shown in alice's session-scoped inbox; everything
 # stopped. Loopback only; everything lives in a temp dir that is removed at the end.
 set -euo pipefail
 # The binary: $BIN (the Makefile passes it), else where cargo builds it (CARGO_TARGET_DIR and
@@ -50,7 +52,7 @@ wait_for() {
 }
 
 say "dev broker (a stand-in for the claudemesh broker; development only)"
-"$BIN" dev-broker --state "$WORK/broker" --listen 127.0.0.1:0 > "$WORK/broker.out" 2> "$WORK/broker.log" &
+"$BIN" dev-broker --profile head --state "$WORK/broker" --listen 127.0.0.1:0 > "$WORK/broker.out" 2> "$WORK/broker.log" &
 pids+=($!)
 wait_for 10 "dev broker" "$!" "$WORK/broker.log" grep -q dev_broker_started "$WORK/broker.out"
 head -1 "$WORK/broker.out"
@@ -92,6 +94,47 @@ echo
 
 say "alice's outbox row"
 curl -s --unix-socket "$WORK/out/alice/daemon/daemon.sock" "http://localhost/v1/outbox?status=done&limit=1"
+echo
+
+say "alice registers an agent session: its own keypair, vouched for by her member key"
+# What `claudemesh launch` does: a session keypair, an attestation signed with the member key,
+# a registration with the daemon under a fresh token; a `sleep` stands in for the agent.
+sleep 600 &
+pids+=($!)
+session_pid=$!
+hex() { od -An -tx1 | tr -d ' \n'; }
+openssl genpkey -algorithm ed25519 -out "$WORK/session.pem" 2>/dev/null
+SESSION_SEED=$(openssl pkey -in "$WORK/session.pem" -outform DER | tail -c 32 | hex)
+SESSION_PUB=$(openssl pkey -in "$WORK/session.pem" -pubout -outform DER | tail -c 32 | hex)
+ALICE_CFG="$WORK/out/alice/config.json"
+MESH=$(sed -n 's/.*"slug": *"\([^"]*\)".*/\1/p' "$ALICE_CFG" | head -1)
+MEMBER_SECRET=$(sed -n 's/.*"secretKey": *"\([0-9a-f]*\)".*/\1/p' "$ALICE_CFG" | head -1)
+MEMBER_PUB=$(sed -n 's/.*"pubkey": *"\([0-9a-f]*\)".*/\1/p' "$ALICE_CFG" | head -1)
+# The member seed as a PKCS#8 key, to sign the attestation with openssl.
+printf '302e020100300506032b657004220420%s' "${MEMBER_SECRET:0:64}" | xxd -r -p > "$WORK/member.der"
+EXPIRES=$(( ($(date +%s) + 43200) * 1000 ))
+printf 'claudemesh-session-attest|%s|%s|%s' "$MEMBER_PUB" "$SESSION_PUB" "$EXPIRES" > "$WORK/attest.txt"
+ATTEST_SIG=$(openssl pkeyutl -sign -rawin -keyform DER -inkey "$WORK/member.der" -in "$WORK/attest.txt" | hex)
+TOKEN=$(openssl rand -hex 32)
+curl -s --unix-socket "$WORK/out/alice/daemon/daemon.sock" -X POST http://localhost/v1/sessions/register \
+  -d "{\"token\":\"$TOKEN\",\"session_id\":\"demo-agent\",\"mesh\":\"$MESH\",\"display_name\":\"alice-agent\",\"pid\":$session_pid,\"cwd\":\"$WORK\",\"presence\":{\"session_pubkey\":\"$SESSION_PUB\",\"session_secret_key\":\"$SESSION_SEED$SESSION_PUB\",\"parent_attestation\":{\"session_pubkey\":\"$SESSION_PUB\",\"parent_member_pubkey\":\"$MEMBER_PUB\",\"expires_at\":$EXPIRES,\"signature\":\"$ATTEST_SIG\"}}}"
+echo
+SESSION_AUTH="Authorization: ClaudeMesh-Session $TOKEN"
+wait_for 15 "the session's own presence" "${daemon_pid[alice]}" "$WORK/alice.log" sh -c "curl -sf --unix-socket '$WORK/out/alice/daemon/daemon.sock' -H '$SESSION_AUTH' http://localhost/v1/sessions/me | grep -q '\"presence_status\":\"open\"'"
+CLAUDEMESH_CONFIG_DIR="$WORK/out/alice" "$BIN" sessions
+
+say "bob sees the session as a peer of its own"
+wait_for 10 "bob's peer list" "${daemon_pid[bob]}" "$WORK/bob.log" sh -c "CLAUDEMESH_CONFIG_DIR='$WORK/out/bob' '$BIN' --json peers | grep -q '$SESSION_PUB'"
+CLAUDEMESH_CONFIG_DIR="$WORK/out/bob" "$BIN" peers
+
+say "bob messages the session directly (to its pubkey)"
+curl -s --unix-socket "$WORK/out/bob/daemon/daemon.sock" -X POST http://localhost/v1/send \
+  -d "{\"to\":\"$SESSION_PUB\",\"message\":\"hello alice's agent session\"}"
+echo
+
+say "alice's session-scoped inbox (what the session sees)"
+wait_for 10 "the session's DM" "${daemon_pid[alice]}" "$WORK/alice.log" sh -c "curl -sf --unix-socket '$WORK/out/alice/daemon/daemon.sock' -H '$SESSION_AUTH' http://localhost/v1/inbox | grep -q 'agent session'"
+curl -s --unix-socket "$WORK/out/alice/daemon/daemon.sock" -H "$SESSION_AUTH" "http://localhost/v1/inbox?limit=1"
 echo
 
 say "stopping"

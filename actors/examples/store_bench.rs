@@ -92,6 +92,7 @@ fn accept_loop(
                     format!("{:064x}", i % dests)
                 };
                 NewSend {
+                    session_pubkey: None,
                     client_message_id: Some(format!("bench-{i}")),
                     fingerprint: [(i % 251) as u8; 32],
                     mesh: "m1".to_owned(),

@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::outbox::db::OutboxDb;
 use crate::outbox::drainer::{DrainTarget, OutboxDrainer};
 use crate::outbox::msg::{CloseOutbox, StopDraining};
+use crate::sessions::links::{AttachSessionLinks, SessionLinkFactory};
 use crate::sessions::msg::CloseSessions;
 use crate::sessions::process::OsProbe;
 use crate::sessions::{self, SessionRegistry};
@@ -108,6 +109,12 @@ pub fn start(cfg: EngineConfig) -> Engine {
     )
     .start();
 
+    let mesh_keys: HashMap<String, (JoinedMesh, MemberKeys)> = cfg
+        .meshes
+        .iter()
+        .map(|(m, k)| (m.slug.clone(), (m.clone(), k.clone())))
+        .collect();
+    let daemon_dir = cfg.daemon_dir.clone();
     let mut meshes = Vec::new();
     let outbox_tuning = tuning.outbox.clone();
     let (inbox2, metrics2, tuning2) = (inbox.clone(), metrics.clone(), tuning.clone());
@@ -128,6 +135,7 @@ pub fn start(cfg: EngineConfig) -> Engine {
                 tuning: tuning2.broker.clone(),
                 session_id: cfg.session_id.clone(),
                 nudge_after_start: cfg.nudge_after_start,
+                session: None,
             };
             let (lp, me) = (link_peers.clone(), metrics2.clone());
             let link = Supervisor::start(move |_| BrokerConnection::new(link_cfg, lp, me));
@@ -145,6 +153,17 @@ pub fn start(cfg: EngineConfig) -> Engine {
         }
         OutboxDrainer::new(db, targets, outbox_tuning, inbox2.recipient(), metrics2)
     });
+
+    // Session connections start once the drainer they report to exists (SPEC §12).
+    session_registry.do_send(AttachSessionLinks(SessionLinkFactory {
+        meshes: mesh_keys,
+        tuning: tuning.broker.clone(),
+        drainer: outbox.clone(),
+        pushes: inbox.clone().recipient(),
+        journal: inbox.clone().recipient(),
+        metrics: metrics.clone(),
+        daemon_dir,
+    }));
 
     // Inbox retention: prune hourly (and once now).
     let retention_ms = i64::from(tuning.inbox.retention_days) * 86_400_000;

@@ -5,6 +5,7 @@ use claudemesh_actors::outbox::store::StoreError;
 
 fn row() -> OutboxRow {
     OutboxRow {
+        session_pubkey: None,
         id: 3,
         client_message_id: "c3".into(),
         fingerprint: vec![0; 32],

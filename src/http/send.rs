@@ -64,6 +64,12 @@ pub async fn send(
         meta: meta.as_ref().map(Value::to_string),
         reply_to_id: send.reply_to_id.clone(),
         payload: send.message.into_bytes(),
+        // A session with presence sends as itself on its own mesh (SPEC §12).
+        session_pubkey: caller
+            .0
+            .as_ref()
+            .filter(|s| s.mesh == mesh.slug)
+            .and_then(|s| s.session_pubkey.clone()),
     };
     let accepted = handles
         .outbox

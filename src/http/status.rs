@@ -9,6 +9,7 @@ use claudemesh_actors::handles::{DaemonInfo, Handles};
 use claudemesh_actors::metrics::Metrics;
 use claudemesh_actors::outbox::msg::GetOutboxCounts;
 use claudemesh_actors::outbox::store::Counts;
+use claudemesh_actors::sessions::links::SessionConnections;
 use claudemesh_actors::time::{iso_from_ms, now_ms};
 use futures_util::future::join_all;
 use serde_json::{json, Value};
@@ -154,19 +155,36 @@ pub async fn health(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let handles = req
         .app_data::<web::Data<Handles>>()
         .ok_or(ApiError::Misconfigured { missing: "Handles" })?;
-    let (links, counts, streams) = futures_util::join!(
+    let (links, counts, streams, sessions) = futures_util::join!(
         link_statuses(handles),
         outbox_counts(handles),
-        handles.events.send(CountStreams)
+        handles.events.send(CountStreams),
+        handles.sessions.send(SessionConnections)
     );
-    Ok(HttpResponse::Ok().json(health_body(
+    let mut body = health_body(
         &handles.info,
         &handles.default_mesh,
         &links,
         counts.as_ref(),
         streams.ok(),
         now_ms(),
-    )))
+    );
+    add_session_connections(&mut body, &sessions.unwrap_or_default());
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// Adds `session_connections: {open, total}` to each mesh of a health body (SPEC §12: one
+/// connection per session with presence; `open` once its `session_hello` was acked).
+pub fn add_session_connections(body: &mut Value, per_mesh: &[(String, usize, usize)]) {
+    for m in body["meshes"].as_array_mut().into_iter().flatten() {
+        let slug = m["slug"].as_str().unwrap_or_default();
+        let (open, total) = per_mesh
+            .iter()
+            .find(|(s, _, _)| s == slug)
+            .map(|(_, o, t)| (*o, *t))
+            .unwrap_or((0, 0));
+        m["session_connections"] = json!({ "open": open, "total": total });
+    }
 }
 
 /// `GET /v1/metrics`.

@@ -244,3 +244,53 @@ async fn a_socket_that_stops_answering_pings_is_terminated_into_its_lease() {
     assert!(!peers(&mut a).await.is_empty());
     broker.stop().await.unwrap();
 }
+
+/// The daemon's own `session_hello` (claudemesh_actors::broker::session): accepted as built;
+/// an expired attestation and one forged with another member's key are refused with the §1.10
+/// codes.
+#[actix_web::test]
+async fn the_daemons_session_hello_is_accepted_and_expired_or_forged_ones_are_refused() {
+    use claudemesh_actors::broker::session::{session_hello as daemon_hello, SessionIdentity};
+    let mesh = Mesh::new(&["alice", "mallory"]);
+    let broker = mesh.head_broker(|_| {}).await;
+    let url = broker.url();
+    let (alice, mallory) = (mesh.member("alice"), mesh.member("mallory"));
+    let id = SessionIdentity {
+        keys: MemberKeys::generate(),
+        session_id: "daemon-s1".into(),
+        display_name: "alice-agent".into(),
+        pid: 4242,
+        cwd: Some("/work".into()),
+        role: Some("reviewer".into()),
+        groups: vec!["dev".into()],
+    };
+    let now = claudemesh_actors::time::now_ms();
+    let frame = |signer: &MemberKeys, expires_at: i64| -> Value {
+        serde_json::from_str(&daemon_hello(
+            &alice.mesh_id,
+            &alice.member_id,
+            signer,
+            &id,
+            claudemesh_actors::time::now_ms(),
+            expires_at,
+        ))
+        .unwrap()
+    };
+    // Forged: the attestation names alice but is signed with mallory's key (the parent
+    // pubkey is the signer's, so it is repaired to alice's to get past the mismatch check).
+    let mut forged = frame(&mallory.keys, now + 3_600_000);
+    forged["parentMemberPubkey"] = json!(alice.pubkey);
+    forged["parentAttestation"]["parentMemberPubkey"] = json!(alice.pubkey);
+    for (code, f) in [
+        ("expired", frame(&alice.keys, now - 1_000)),
+        ("bad_signature", forged),
+    ] {
+        let got = rejected(&url, f).await;
+        assert_eq!(got, (code.to_owned(), Some((1008, code.to_owned()))));
+    }
+    let mut ws = Ws::connect(&url).await;
+    ws.send(frame(&alice.keys, now + 12 * 3_600_000)).await;
+    let ack = ws.recv().await;
+    assert_eq!(ack["type"], "hello_ack", "{ack}");
+    broker.stop().await.unwrap();
+}

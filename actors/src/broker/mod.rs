@@ -22,6 +22,7 @@ pub mod msg;
 pub mod nudge;
 pub mod peers;
 pub mod rate;
+pub mod session;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -95,6 +96,9 @@ pub struct LinkConfig {
     pub session_id: String,
     /// The first link owes the redelivery nudge of a process start (SPEC §6).
     pub nudge_after_start: bool,
+    /// `Some` for a session's own connection (SPEC §12 "Presence"): `session_hello` instead
+    /// of `hello`, DMs addressed to the session key.
+    pub session: Option<session::SessionLink>,
 }
 
 /// The connection actor. Fields under "connection-scoped" are reset on every restart.
@@ -152,6 +156,9 @@ pub struct BrokerConnection {
     reattach_pending: bool,
     /// The socket is being closed by the nudge: the restart that follows reconnects at once.
     reattaching: bool,
+    /// Session links: the broker refused `session_hello` (unsupported or rejected); the next
+    /// attempt waits `retry_after_refusal_ms` instead of the backoff. Survives restarts.
+    refused: bool,
 }
 
 impl BrokerConnection {
@@ -192,7 +199,77 @@ impl BrokerConnection {
             sent_twice: HashSet::new(),
             reattach_pending: false,
             reattaching: false,
+            refused: false,
         }
+    }
+
+    /// The key this connection is on the mesh: the session's, or the member's.
+    fn own_pubkey(&self) -> String {
+        match &self.cfg.session {
+            Some(s) => s.id.pubkey(),
+            None => self.cfg.mesh.pubkey.clone(),
+        }
+    }
+
+    /// For logs: the mesh, and the session of a session connection.
+    fn who(&self) -> String {
+        match &self.cfg.session {
+            Some(s) => format!("{} session {}", self.cfg.mesh.slug, s.id.session_id),
+            None => self.cfg.mesh.slug.clone(),
+        }
+    }
+
+    /// Tells the drainer (and, for a session, the registry) that this link is up or down.
+    fn report_link(&self, up: bool) {
+        let mesh = self.slug().to_string();
+        match &self.cfg.session {
+            None if up => self.peers_out.drainer.do_send(LinkEvent::Up { mesh }),
+            None => self.peers_out.drainer.do_send(LinkEvent::Down { mesh }),
+            Some(_) => self.report_presence(if up {
+                session::PresenceState::Open
+            } else {
+                session::PresenceState::Down
+            }),
+        }
+    }
+
+    /// Session connections: a presence state to the registry and the drainer.
+    fn report_presence(&self, state: session::PresenceState) {
+        let Some(s) = &self.cfg.session else {
+            return;
+        };
+        let update = session::PresenceUpdate {
+            mesh: self.slug().to_string(),
+            session_pubkey: s.id.pubkey(),
+            state,
+        };
+        self.peers_out
+            .drainer
+            .do_send(LinkEvent::Session(update.clone()));
+        s.presence.do_send(update);
+    }
+
+    /// Session connections: the broker does not serve `session_hello` (`no_hello`, or no
+    /// answer) or refused it with a §1.10 code.
+    fn refuse(&mut self, state: session::PresenceState) {
+        if self.cfg.session.is_none() {
+            return;
+        }
+        self.refused = true;
+        log::warn!(
+            "mesh {}: session_hello {}; retrying in {} s",
+            self.who(),
+            match &state {
+                session::PresenceState::Rejected(code) => format!("rejected: {code}"),
+                _ => "not supported by this broker (sends go through the member connection)".into(),
+            },
+            self.cfg
+                .session
+                .as_ref()
+                .map(|s| s.retry_after_refusal_ms / 1000)
+                .unwrap_or(0)
+        );
+        self.report_presence(state);
     }
 
     fn slug(&self) -> &str {
@@ -207,6 +284,11 @@ impl BrokerConnection {
     }
 
     fn journal(&self, kind: &str, fields: serde_json::Map<String, serde_json::Value>) {
+        // The member connection journals the mesh's topology and link state; a session
+        // connection would repeat every event once per session.
+        if self.cfg.session.is_some() {
+            return;
+        }
         self.peers_out.journal.do_send(RecordEvent {
             kind: kind.to_string(),
             mesh: Some(self.cfg.mesh.slug.clone()),
@@ -248,6 +330,8 @@ impl BrokerConnection {
                 act.send_hello();
                 ctx.run_later(hello_timeout, |act, ctx| {
                     if !act.hello_acked {
+                        // A seed broker answers `session_hello` with nothing at all.
+                        act.refuse(session::PresenceState::Unsupported);
                         act.fail(ctx, "hello_timeout".to_string());
                     }
                 });
@@ -257,6 +341,19 @@ impl BrokerConnection {
     }
 
     fn send_hello(&mut self) {
+        if let Some(s) = &self.cfg.session {
+            let now = now_ms();
+            let frame = session::session_hello(
+                &self.cfg.mesh.mesh_id,
+                &self.cfg.mesh.member_id,
+                &self.cfg.keys,
+                &s.id,
+                now,
+                now.saturating_add(s.attestation_ttl_ms),
+            );
+            self.send_text(frame);
+            return;
+        }
         let frame = frames::hello(
             &self.cfg.mesh,
             &self.cfg.keys,
@@ -278,7 +375,7 @@ impl BrokerConnection {
             );
         } else {
             if !self.closing {
-                log::warn!("mesh {}: broker link lost: {reason}", self.slug());
+                log::warn!("mesh {}: broker link lost: {reason}", self.who());
             }
             self.last_error = Some(reason);
         }
@@ -289,13 +386,21 @@ impl BrokerConnection {
     fn on_hello_ack(&mut self, ctx: &mut Context<Self>, presence_id: Option<String>) {
         self.hello_acked = true;
         self.attempt = 0;
+        self.refused = false;
         self.connected_since = Some(now_ms());
         self.last_error = None;
-        log::info!(
-            "mesh {}: broker link open (session {})",
-            self.slug(),
-            self.session_id
-        );
+        match &self.cfg.session {
+            Some(s) => log::info!(
+                "mesh {}: session presence open (pubkey {}…)",
+                self.who(),
+                &s.id.pubkey()[..16]
+            ),
+            None => log::info!(
+                "mesh {}: broker link open (session {})",
+                self.slug(),
+                self.session_id
+            ),
+        }
         self.set_state(LinkState::Open);
         if self.nudge.link_up(presence_id.as_deref()) {
             self.arm_nudge(ctx);
@@ -304,11 +409,12 @@ impl BrokerConnection {
             self.send_text(frame);
         }
         self.request_peers();
-        let profile = self.profile.clone();
-        self.send_profile(&profile);
-        self.peers_out.drainer.do_send(LinkEvent::Up {
-            mesh: self.slug().to_string(),
-        });
+        if self.cfg.session.is_none() {
+            // The saved profile is the member's.
+            let profile = self.profile.clone();
+            self.send_profile(&profile);
+        }
+        self.report_link(true);
         let ping = Duration::from_millis(self.cfg.tuning.ping_interval_ms.max(10));
         ctx.run_interval(ping, |act, _| act.ping());
         // Staleness is checked often so a dead socket goes within ~stale_after_ms, not a
@@ -351,7 +457,11 @@ impl Actor for BrokerConnection {
         self.set_state(LinkState::Reconnecting);
         let idx = (self.attempt as usize - 1).min(BACKOFF_CAPS_MS.len() - 1);
         let cap = BACKOFF_CAPS_MS[idx].min(self.cfg.tuning.reconnect_cap_ms.max(1));
-        let delay = rand::thread_rng().gen_range(0..cap);
+        let delay = match &self.cfg.session {
+            // A refused `session_hello` is tried again at most this often (SPEC §12).
+            Some(s) if self.refused => s.retry_after_refusal_ms,
+            _ => rand::thread_rng().gen_range(0..cap),
+        };
         ctx.run_later(Duration::from_millis(delay), |act, ctx| {
             if act.closing {
                 return;
@@ -374,9 +484,7 @@ impl Actor for BrokerConnection {
             });
         }
         if self.hello_acked {
-            self.peers_out.drainer.do_send(LinkEvent::Down {
-                mesh: self.slug().to_string(),
-            });
+            self.report_link(false);
         }
         for w in self.close_waiters.drain(..) {
             let _ = w.send(());

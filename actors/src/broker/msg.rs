@@ -234,6 +234,9 @@ pub enum LinkEvent {
         /// The ack's `messageId`.
         broker_message_id: String,
     },
+    /// A session connection's presence changed (SPEC §12): its rows drain over it while
+    /// `Open`, wait while `Down`, go through the member connection otherwise.
+    Session(super::session::PresenceUpdate),
 }
 
 /// A push to be stored; the reply tells the connection what to `client_ack`.
@@ -242,6 +245,9 @@ pub enum LinkEvent {
 pub struct PushReceived {
     pub mesh: String,
     pub push: Push,
+    /// The session key, for a push that arrived on a session connection (SPEC §12
+    /// "Receiving as a session"); `None` on the member connection.
+    pub session: Option<crate::crypto::MemberKeys>,
 }
 
 /// Reply to [`PushReceived`].

@@ -95,8 +95,29 @@ impl Handler<PushReceived> for InboxStore {
         if push.is_system() {
             return Ok(PushStored::Ignored);
         }
-        let keys = self.keys.get(&msg.mesh);
-        let (body, kind) = decrypt(keys, &push);
+        let member = self.keys.get(&msg.mesh);
+        // On a session connection, a DM opened with the session key is addressed to the
+        // session; anything else it carries (broadcasts, groups, topics) is the mesh's and is
+        // stored as the member's, like its copy on the member connection (SPEC §12).
+        let session_dm = msg
+            .session
+            .as_ref()
+            .and_then(|sk| match decrypt(Some(sk), &push) {
+                (body, MessageKind::Dm) => Some((body, sk.pubkey_hex())),
+                _ => None,
+            });
+        let (body, kind, recipient_pubkey, recipient_kind) = match session_dm {
+            Some((body, pubkey)) => (body, MessageKind::Dm, Some(pubkey), RecipientKind::Session),
+            None => {
+                let (body, kind) = decrypt(member, &push);
+                (
+                    body,
+                    kind,
+                    member.map(MemberKeys::pubkey_hex),
+                    RecipientKind::Member,
+                )
+            }
+        };
         let inbound = InboundMessage {
             client_message_id: push.client_message_id.clone(),
             broker_message_id: push.message_id.clone(),
@@ -109,9 +130,8 @@ impl Handler<PushReceived> for InboxStore {
             received_at: now_ms(),
             reply_to_id: push.reply_to_id.clone(),
             priority: Some(push.priority.clone()),
-            // Pushes reach the InboxStore from the member connection: addressed to the member.
-            recipient_pubkey: keys.map(MemberKeys::pubkey_hex),
-            recipient_kind: RecipientKind::Member,
+            recipient_pubkey,
+            recipient_kind,
             sender_member_pubkey: push.sender_member_pubkey.clone(),
         };
         let inserted = match store::insert_message(&mut self.conn, &inbound, self.journal_keep) {

@@ -195,6 +195,9 @@ pub struct NewSend {
     pub reply_to_id: Option<String>,
     /// UTF-8 message bytes (plaintext; encrypted at drain time).
     pub payload: Vec<u8>,
+    /// The sending session's pubkey, for a send made by a session with presence (SPEC §12
+    /// "Sending as a session"); `None` for the member.
+    pub session_pubkey: Option<String>,
 }
 
 /// The answer to one accepted send (SPEC §5.3 table).
@@ -283,6 +286,8 @@ pub struct OutboxRow {
     pub payload: Option<Vec<u8>>,
     /// Length of the payload, kept after pruning.
     pub payload_bytes: i64,
+    /// The session that sent it (its pubkey), if a session did (SPEC §12).
+    pub session_pubkey: Option<String>,
 }
 
 /// The per-destination FIFO key of a row: its resolved target, else the `to` it was sent to.

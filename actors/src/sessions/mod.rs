@@ -22,6 +22,7 @@
 //! registration on; the session's own broker connection (`session_hello`) is started and
 //! closed at exactly these points (register/rehydrate, and every way a session ends).
 
+pub mod links;
 pub mod model;
 pub mod msg;
 pub mod process;
@@ -62,6 +63,10 @@ pub struct SessionRegistry {
     attached: Vec<String>,
     /// Reaper period.
     reap_every: Duration,
+    /// Starts session connections; `None` until [`links::AttachSessionLinks`].
+    factory: Option<links::SessionLinkFactory>,
+    /// The open session connections, by token digest.
+    links: HashMap<String, Addr<crate::broker::BrokerConnection>>,
 }
 
 impl SessionRegistry {
@@ -82,6 +87,8 @@ impl SessionRegistry {
             loaded,
             attached,
             reap_every,
+            factory: None,
+            links: HashMap::new(),
         }
     }
 
@@ -106,6 +113,7 @@ impl SessionRegistry {
             });
         }
         for (s, reason) in ended {
+            self.stop_link(&s);
             log::info!(
                 "session {} ({}, mesh {}, pid {}, token {}…) left: {}",
                 s.session_id,
@@ -240,7 +248,7 @@ impl Handler<RegisterSession> for SessionRegistry {
         let fut = self
             .db
             .send(DbTask::new(move |conn| store::upsert(conn, &row)));
-        Box::pin(fut.into_actor(self).map(move |res, act, _ctx| {
+        Box::pin(fut.into_actor(self).map(move |res, act, ctx| {
             res??;
             let same = |s: &Session| {
                 s.token_digest == session.token_digest && s.session_id == session.session_id
@@ -256,6 +264,10 @@ impl Handler<RegisterSession> for SessionRegistry {
                 if let Some(old) = act.sessions.remove(&d) {
                     if !same(&old) {
                         ended.push((old, LeaveReason::Replaced));
+                    } else {
+                        // The same session registering again: a fresh connection with what
+                        // it registered now.
+                        act.stop_link(&old);
                     }
                 }
             }
@@ -274,7 +286,9 @@ impl Handler<RegisterSession> for SessionRegistry {
                 registered_at: session.registered_at,
                 presence_accepted: session.presence.is_some(),
             };
-            act.sessions.insert(session.token_digest.clone(), session);
+            let digest = session.token_digest.clone();
+            act.sessions.insert(digest.clone(), session);
+            act.start_link(ctx, &digest, false);
             Ok(answer)
         }))
     }
@@ -323,10 +337,19 @@ impl Handler<ListSessions> for SessionRegistry {
 }
 
 impl Handler<CloseSessions> for SessionRegistry {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _msg: CloseSessions, ctx: &mut Context<Self>) {
+    /// Stops the reaper and closes every session connection with 1000, answering once the
+    /// sockets are gone (bounded by the connections' close grace).
+    fn handle(&mut self, _msg: CloseSessions, ctx: &mut Context<Self>) -> Self::Result {
+        let links = self.close_links();
         ctx.stop();
+        Box::pin(async move {
+            futures_util::future::join_all(
+                links.iter().map(|l| l.send(crate::broker::msg::CloseLink)),
+            )
+            .await;
+        })
     }
 }
 

@@ -45,9 +45,15 @@ pub enum PresenceStatus {
     /// Registered without presence material: the session has no key of its own and is seen
     /// on the mesh through the member's presence only.
     None,
-    /// Presence material accepted; the session's own broker connection is not open. (The
-    /// session connection itself — `session_hello` — is the next step, SPEC §12 "Presence".)
+    /// Presence material accepted; the session's own connection is connecting or reconnecting.
     Pending,
+    /// The session's connection is open (`hello_ack` to its `session_hello`): its own peer.
+    Open,
+    /// The broker does not serve `session_hello` (a seed broker): sends go through the member
+    /// connection; tried again every `broker.session_retry_ms`.
+    Unsupported,
+    /// The broker refused the `session_hello` (a §1.10 code, logged): as `Unsupported`.
+    Rejected,
 }
 
 impl PresenceStatus {
@@ -56,6 +62,9 @@ impl PresenceStatus {
         match self {
             PresenceStatus::None => "none",
             PresenceStatus::Pending => "pending",
+            PresenceStatus::Open => "open",
+            PresenceStatus::Unsupported => "unsupported",
+            PresenceStatus::Rejected => "rejected",
         }
     }
 }

@@ -60,8 +60,8 @@ pub struct ListSessions;
 #[rtype(result = "()")]
 pub struct ReapSessions;
 
-/// Command: stop (ordered shutdown, SIGHUP re-attach). The reaper ends; the rows stay for the
-/// next start's rehydration.
+/// Command: stop (ordered shutdown, SIGHUP re-attach). The reaper ends, session connections
+/// close with 1000; the rows stay for the next start's rehydration.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct CloseSessions;

@@ -137,6 +137,8 @@ const KEYS: &[Key] = keys! {
     "broker" max_frame_bytes: Usize(broker.max_frame_bytes), 1_024..=268_435_456;
     "broker" reconnect_cap_ms: U64(broker.reconnect_cap_ms), 1..=3_600_000;
     "broker" redelivery_nudge_ms: U64(broker.redelivery_nudge_ms), 1..=86_400_000;
+    "broker" session_retry_ms: U64(broker.session_retry_ms), 1..=86_400_000;
+    "broker" session_attestation_ttl_ms: U64(broker.session_attestation_ttl_ms), 1..=172_800_000;
     "inbox" retention_days: U32(inbox.retention_days), 1..=36_500;
     "inbox" event_journal: U64(inbox.event_journal), 1..=10_000_000;
     "clone" policy: ClonePolicy(clone.policy);

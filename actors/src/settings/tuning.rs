@@ -120,6 +120,12 @@ pub struct BrokerTuning {
     /// reattach) so DMs claimed by the dead socket are pushed again. Milliseconds; the head
     /// broker's claim (30 s) + sweep (15 s) + margin.
     pub redelivery_nudge_ms: u64,
+    /// A session connection whose `session_hello` the broker does not serve (`no_hello`, no
+    /// answer) or refused tries again after this long, milliseconds (SPEC §12: 5 minutes).
+    pub session_retry_ms: u64,
+    /// Lifetime of the attestation the daemon signs on each session connect, milliseconds
+    /// (SPEC §12: 12 h; the broker refuses more than 24 h with `ttl_too_long`).
+    pub session_attestation_ttl_ms: u64,
 }
 
 impl Default for BrokerTuning {
@@ -134,6 +140,8 @@ impl Default for BrokerTuning {
             max_frame_bytes: 16_777_216,
             reconnect_cap_ms: 30_000,
             redelivery_nudge_ms: 47_000,
+            session_retry_ms: 300_000,
+            session_attestation_ttl_ms: 12 * 3_600_000,
         }
     }
 }

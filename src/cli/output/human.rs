@@ -97,6 +97,14 @@ pub fn status(h: &Value) -> String {
         if let Some(id) = m["session_id"].as_str() {
             line.push_str(&format!(", session {id}"));
         }
+        let sc = &m["session_connections"];
+        if sc["total"].as_u64().is_some_and(|t| t > 0) {
+            line.push_str(&format!(
+                "; session connections {}/{} open",
+                n(sc, "open"),
+                n(sc, "total")
+            ));
+        }
         out.push(line);
     }
     let o = &h["outbox"];

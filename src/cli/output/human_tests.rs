@@ -9,14 +9,16 @@ fn status_lists_links_and_outbox_depth() {
         "meshes": [{"slug": "w", "broker_status": "reconnecting", "last_error": "boom",
                     "connected_since": null},
                    {"slug": "v", "broker_status": "open", "last_error": null,
-                    "connected_since": null, "session_id": "daemon-0123456789abcdef"}],
+                    "connected_since": null, "session_id": "daemon-0123456789abcdef",
+                    "session_connections": {"open": 1, "total": 2}}],
         "outbox": {"pending": 2, "inflight": 0, "dead": 1, "oldest_pending_age_s": 300},
         "sse_streams": 0});
     let text = status(&h);
     assert!(text.starts_with("running: pid 7, version 0.1.0, up 3 s\n"));
     assert!(text.contains("tcp: off"));
     assert!(text.contains("mesh w: reconnecting (last error: boom)"));
-    assert!(text.contains("mesh v: open, session daemon-0123456789abcdef"));
+    assert!(text
+        .contains("mesh v: open, session daemon-0123456789abcdef; session connections 1/2 open"));
     assert!(text.contains("outbox: 2 pending, 0 inflight, 1 dead; oldest pending: 5 min"));
 }
 

@@ -5,6 +5,7 @@
 //! the daemon was down, and the CLI (`lifecycle`). Shared helpers here.
 
 mod lifecycle;
+mod presence;
 mod routes;
 mod scoping;
 

@@ -99,7 +99,11 @@ fn session_routes_answer_every_status_over_socket_and_tcp_and_never_leak_a_secre
     assert_eq!(s["groups"], json!(["@dev"]));
     assert_eq!(s["token_prefix"], &ta[..8]);
     assert_eq!(s["session_pubkey"], ka.pubkey_hex());
-    assert_eq!(s["presence_status"], "pending");
+    // Its own connection is starting, or (the seed profile) already known unsupported.
+    assert!(
+        ["pending", "unsupported"].contains(&s["presence_status"].as_str().unwrap_or("")),
+        "{s}"
+    );
     assert!(s["registered_at"].is_string());
     for auth in [vec![], vec![session_header(&new_token())]] {
         let auth: Vec<&str> = auth.iter().map(String::as_str).collect();

@@ -14,7 +14,7 @@ use crate::time::now_ms;
 
 impl BrokerConnection {
     pub(in crate::broker) fn on_text(&mut self, ctx: &mut Context<Self>, text: &str) {
-        match frames::classify(text, &self.cfg.mesh.pubkey) {
+        match frames::classify(text, &self.own_pubkey()) {
             frames::Inbound::HelloAck { presence_id } => {
                 if !self.hello_acked {
                     self.on_hello_ack(ctx, presence_id);
@@ -24,6 +24,15 @@ impl BrokerConnection {
                 log::warn!("mesh {}: broker error {code}: {message}", self.slug());
                 if code == "revoked" {
                     self.revoked = true;
+                }
+                if self.cfg.session.is_some() && !self.hello_acked {
+                    // §1.10: a seed broker answers `no_hello`; a head broker names the check
+                    // that failed.
+                    self.refuse(if code == "no_hello" {
+                        super::super::session::PresenceState::Unsupported
+                    } else {
+                        super::super::session::PresenceState::Rejected(code.clone())
+                    });
                 }
                 self.last_error = Some(format!("{code}: {message}"));
             }
@@ -95,6 +104,7 @@ impl BrokerConnection {
         let store = self.peers_out.pushes.send(PushReceived {
             mesh: self.slug().to_string(),
             push,
+            session: self.cfg.session.as_ref().map(|s| s.id.keys.clone()),
         });
         ctx.spawn(store.into_actor(self).map(|res, act, _ctx| match res {
             Ok(Ok(PushStored::Ack {

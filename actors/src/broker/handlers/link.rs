@@ -29,9 +29,7 @@ impl BrokerConnection {
             }
             act.reattach_pending = true;
             // The drainer claims nothing for this link until the reattached one is up.
-            act.peers_out.drainer.do_send(LinkEvent::Down {
-                mesh: act.slug().to_string(),
-            });
+            act.report_link(false);
             act.acks_settled(ctx);
         });
     }

@@ -35,6 +35,7 @@ fn push(message_id: &str, client_message_id: Option<&str>, text: &str) -> Push {
 async fn deliver(inbox: &Addr<InboxStore>, p: Push) -> PushStored {
     inbox
         .send(PushReceived {
+            session: None,
             mesh: "m1".into(),
             push: p,
         })

@@ -8,7 +8,7 @@ use actix::prelude::*;
 use super::super::db::DbTask;
 use super::super::outcome::Step;
 use super::super::store::{self, OutboxRow, Settled};
-use super::OutboxDrainer;
+use super::{sessions, OutboxDrainer};
 use crate::broker::msg::{
     DeliverSend, DeliveryOutcome, LinkEvent, OutgoingSend, Resolution, ResolvePeer,
 };
@@ -19,7 +19,7 @@ use crate::time::now_ms;
 impl OutboxDrainer {
     /// Claims due rows of `mesh` up to the free window and dispatches them.
     pub(super) fn drain(&mut self, ctx: &mut Context<Self>, mesh: &str) {
-        if self.closing {
+        if self.closing || !self.session_routes.ready {
             return;
         }
         let window = self.tuning.window.max(1) as usize;
@@ -39,7 +39,8 @@ impl OutboxDrainer {
         }
         st.claiming = true;
         st.again = false;
-        let busy = st.busy.clone();
+        let mut busy = st.busy.clone();
+        busy.extend(self.session_routes.held(mesh).cloned());
         let slug = mesh.to_string();
         let now = now_ms();
         let fut = self.db.send(DbTask::new(move |conn| {
@@ -109,11 +110,23 @@ impl OutboxDrainer {
 
     /// Resolves, encrypts and sends one claimed row, then applies the outcome.
     pub(super) fn dispatch(&mut self, ctx: &mut Context<Self>, row: OutboxRow) {
-        let Some(st) = self.meshes.get(&row.mesh) else {
+        let Some(st) = self.meshes.get_mut(&row.mesh) else {
             return;
         };
-        let link = st.link.clone();
-        let keys = st.keys.clone();
+        // A session's row goes over its own connection (SPEC §12), or waits for it.
+        let (link, keys) = match self.session_routes.route(row.session_pubkey.as_deref()) {
+            sessions::Route::Member => (st.link.clone(), st.keys.clone()),
+            sessions::Route::Session(route) => *route,
+            sessions::Route::Hold => {
+                let dest = store::destination_key(&row).to_string();
+                st.busy.remove(&dest);
+                if let Some(session) = row.session_pubkey.as_deref() {
+                    self.session_routes.hold(session, dest);
+                }
+                self.release(ctx, vec![row]);
+                return;
+            }
+        };
         let seq = self.late.sent(&row.client_message_id);
         let db = self.db.clone();
         let fut = async move {
@@ -221,6 +234,7 @@ impl Handler<LinkEvent> for OutboxDrainer {
                 broker_message_id,
                 ..
             } => self.on_late_ack(ctx, client_message_id, seq, broker_message_id),
+            LinkEvent::Session(update) => self.on_session_presence(ctx, update),
         }
     }
 }

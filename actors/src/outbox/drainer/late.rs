@@ -174,6 +174,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = open(&dir.path().join("outbox.db"), Durability::Normal, false).unwrap();
         let send = NewSend {
+            session_pubkey: None,
             client_message_id: Some(cmid.into()),
             fingerprint: [1; 32],
             mesh: "m".into(),

@@ -27,6 +27,9 @@ mod apply;
 mod claim;
 mod late;
 mod queries;
+mod sessions;
+
+pub use sessions::{SessionLinkAdded, SessionLinkRemoved, SessionLinksReady};
 
 use super::db::{DbTask, OutboxDb};
 use super::msg::*;
@@ -122,6 +125,8 @@ pub struct OutboxDrainer {
     updating: bool,
     /// Dispatch numbers and timed-out rows, for late acks (`late.rs`).
     late: late::LateAcks,
+    /// Session connections, for rows sent by a session (`sessions.rs`).
+    session_routes: sessions::SessionRoutes,
 }
 
 impl OutboxDrainer {
@@ -137,7 +142,11 @@ impl OutboxDrainer {
             .into_iter()
             .map(|t| (t.slug, t.keys, LinkRecipients::from(t.link)))
             .collect();
-        Self::with_links(db, links, tuning, journal, metrics)
+        let mut drainer = Self::with_links(db, links, tuning, journal, metrics);
+        // Rows sent by sessions must not be routed before the registry has said which
+        // sessions live ([`SessionLinksReady`]).
+        drainer.session_routes.ready = false;
+        drainer
     }
 
     /// A drainer over `db` sending each mesh `(slug, keys, link)` to `link`.
@@ -176,6 +185,7 @@ impl OutboxDrainer {
             updates: Vec::new(),
             updating: false,
             late: late::LateAcks::default(),
+            session_routes: Default::default(),
         }
     }
 }

@@ -105,6 +105,7 @@ fn rig_with(ids: &[&str], tuning: OutboxTuning) -> Rig {
 
 fn topic_send(id: &str, i: usize, to: &str, target: Option<&str>) -> NewSend {
     NewSend {
+        session_pubkey: None,
         client_message_id: Some(id.to_string()),
         fingerprint: [i as u8; 32],
         mesh: "m1".into(),

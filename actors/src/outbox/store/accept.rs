@@ -197,8 +197,8 @@ fn insert(
     tx.prepare_cached(
         "INSERT INTO outbox (client_message_id, request_fingerprint, payload, payload_bytes,
              enqueued_at, attempts, next_attempt_at, status, mesh, to_spec, target, priority,
-             meta, reply_to_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5, 'pending', ?6, ?7, ?8, ?9, ?10, ?11)",
+             meta, reply_to_id, session_pubkey)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5, 'pending', ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .and_then(|mut st| {
         st.execute(rusqlite::params![
@@ -213,6 +213,7 @@ fn insert(
             send.priority,
             send.meta,
             send.reply_to_id,
+            send.session_pubkey,
         ])
     })
     .map_err(StoreError::sql("accept: insert"))?;

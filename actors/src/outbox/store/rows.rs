@@ -10,7 +10,7 @@ use super::{OutboxRow, Status, StoreError};
 pub(super) const COLUMNS: &str = "id, client_message_id, request_fingerprint, status, attempts, \
      enqueued_at, next_attempt_at, last_error, delivered_at, broker_message_id, aborted_at, \
      aborted_by, superseded_by, mesh, to_spec, target, priority, meta, reply_to_id, payload, \
-     payload_bytes";
+     payload_bytes, session_pubkey";
 
 /// Decodes one row selected with [`COLUMNS`].
 pub(super) fn from_sql(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
@@ -40,6 +40,7 @@ pub(super) fn from_sql(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
         reply_to_id: r.get(18)?,
         payload: r.get(19)?,
         payload_bytes: r.get(20)?,
+        session_pubkey: r.get(21)?,
     })
 }
 

@@ -82,11 +82,17 @@ CREATE TABLE sessions (
 );
 ";
 
+/// Version 3: the sending session of a row (SPEC §12 "Sending as a session"): its pubkey, so
+/// the row drains over that session's connection while the session lives.
+const V3: &str = "
+ALTER TABLE outbox ADD COLUMN session_pubkey TEXT;
+";
+
 /// The migrations, version `i + 1` at index `i`. Append only; never edit a released one.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this binary writes; a database with a higher one is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 

@@ -4,6 +4,7 @@ use super::*;
 
 fn dm() -> NewSend {
     NewSend {
+        session_pubkey: None,
         client_message_id: Some("dm-1".into()),
         fingerprint: [9; 32],
         mesh: "work".into(),

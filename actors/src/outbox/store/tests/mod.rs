@@ -28,6 +28,7 @@ pub(super) fn temp_db() -> (TempDir, PathBuf, Connection) {
 /// A broadcast-ish send with the given id, fingerprint seed and destination.
 pub(super) fn send(id: Option<&str>, fp: u8, to: &str, target: Option<&str>) -> NewSend {
     NewSend {
+        session_pubkey: None,
         client_message_id: id.map(str::to_owned),
         fingerprint: [fp; 32],
         mesh: "m1".to_owned(),
