@@ -41,6 +41,22 @@ for _ in $(seq 200); do [ -s "$dd/tcp.port" ] && [ -s "$dd/local-token" ] && bre
 port=$(cat "$dd/tcp.port")
 token=$(cat "$dd/local-token")
 base="http://127.0.0.1:$port"
+# The daemon must serve its document before schemathesis loads it (a torture run once got a 404
+# here: say who answered instead of failing inside schemathesis).
+served=0
+for _ in $(seq 100); do
+  if curl -sf -o /dev/null -H "Authorization: Bearer $token" "$base/v1/openapi.json"; then
+    served=1
+    break
+  fi
+  sleep 0.2
+done
+if [ "$served" != 1 ]; then
+  echo "schemathesis: $base/v1/openapi.json not served:" >&2
+  curl -s -i -H "Authorization: Bearer $token" "$base/v1/openapi.json" | head -5 >&2 || true
+  tail -20 "$work/alice.log" >&2 || true
+  exit 1
+fi
 # Some real data for the read routes: a few messages each way.
 for i in 1 2 3; do
   curl -sf -o /dev/null -H "Authorization: Bearer $token" "$base/v1/send" \

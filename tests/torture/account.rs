@@ -2,7 +2,7 @@
 //! seen in the broker's queue; or in the receiver's inbox), lost (accepted, not delivered, not
 //! pending) or stuck (accepted, still pending or in flight at the deadline).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,9 @@ pub struct Tally {
     pub lost: usize,
     /// Accepted, still pending or in flight at the deadline.
     pub stuck: usize,
+    /// Of `lost`: the sender's row done and the broker's copy marked delivered, yet not in
+    /// the inbox (a seed broker's at-most-once drain, BROKER-PROTOCOL §7.2).
+    pub lost_after_broker_delivered: usize,
     /// 5xx answers other than the ones the scenario allows.
     pub bad_5xx: usize,
     /// Free text for the table.
@@ -112,32 +115,31 @@ pub fn inbox_counts(d: &Daemon) -> Option<HashMap<String, usize>> {
     Some(counts)
 }
 
-/// Copies the broker queued per client_message_id.
-pub fn wire_counts(broker_state: &Path) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
+/// The broker's queue per client_message_id: how many copies it queued, and whether any was
+/// delivered (seed: drained to the receiver's socket; head: `client_ack`ed).
+pub fn wire_counts(broker_state: &Path) -> HashMap<String, (usize, bool)> {
+    let mut counts: HashMap<String, (usize, bool)> = HashMap::new();
     for row in claudemesh_devbroker::queue_rows_in(broker_state).unwrap_or_default() {
         if let Some(id) = row.client_message_id {
-            *counts.entry(id).or_default() += 1;
+            let e = counts.entry(id).or_default();
+            e.0 += 1;
+            e.1 |= row.delivered_at.is_some();
         }
     }
     counts
 }
 
-/// Client ids of `d`'s rows that are pending or in flight, read from its `outbox.db` (every
-/// row: the `/v1/outbox` route pages at 500, and a run may leave more open).
-fn open_rows(d: &Daemon) -> HashSet<String> {
+/// Every row of `d`'s `outbox.db`: client id → status (read from the file, not the route,
+/// which pages at 500 rows).
+fn outbox_statuses(d: &Daemon) -> HashMap<String, String> {
     let db = d.daemon_dir.join("outbox.db");
-    let read = || -> rusqlite::Result<HashSet<String>> {
-        let conn = rusqlite::Connection::open_with_flags(
-            &db,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )?;
+    let read = || -> rusqlite::Result<HashMap<String, String>> {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        let mut stmt = conn.prepare(
-            "SELECT client_message_id FROM outbox WHERE status IN ('pending', 'inflight')",
-        )?;
-        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        ids.collect()
+        let mut stmt = conn.prepare("SELECT client_message_id, status FROM outbox")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        rows.collect()
     };
     read().unwrap_or_else(|e| panic!("reading {}: {e}", db.display()))
 }
@@ -201,7 +203,14 @@ pub fn settle_many(
         inbox = c;
     }
     let wire = wire_counts(broker_state);
-    let open = open_rows(sender);
+    let outbox = outbox_statuses(sender);
+    let open = |id: &str| {
+        outbox
+            .get(id)
+            .is_some_and(|s| s == "pending" || s == "inflight")
+    };
+    // Where each lost message was last seen: the sender's row status, and the broker's copy.
+    let mut lost_at: BTreeMap<String, usize> = BTreeMap::new();
     let mut t = Tally {
         sent: sends.sent,
         bad_5xx: sends.bad_5xx(&[]),
@@ -211,15 +220,33 @@ pub fn settle_many(
     for id in sends.accepted.iter().chain(maybe_arrived) {
         t.accepted += 1;
         match inbox.get(id).copied().unwrap_or(0) {
-            0 if open.contains(id) => t.stuck += 1,
-            0 => t.lost += 1,
+            0 if open(id) => t.stuck += 1,
+            0 => {
+                t.lost += 1;
+                let row = outbox.get(id).map_or("no row", String::as_str);
+                let broker = match wire.get(id) {
+                    None => "not queued",
+                    Some((_, true)) if row == "done" => {
+                        t.lost_after_broker_delivered += 1;
+                        "delivered"
+                    }
+                    Some((_, true)) => "delivered",
+                    Some((_, false)) => "queued",
+                };
+                *lost_at
+                    .entry(format!("outbox {row}, broker {broker}"))
+                    .or_default() += 1;
+            }
             1 => t.delivered_once += 1,
             n => {
                 t.delivered_once += 1;
                 t.dup_inbox += n - 1;
             }
         }
-        t.dup_wire += wire.get(id).copied().unwrap_or(0).saturating_sub(1);
+        t.dup_wire += wire.get(id).map_or(0, |w| w.0).saturating_sub(1);
+    }
+    for (at, n) in lost_at {
+        t.notes.push(format!("lost {n}: {at}"));
     }
     if !sends.maybe.is_empty() {
         t.notes.push(format!(

@@ -34,7 +34,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed.max(1))
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -44,7 +44,7 @@ impl Rng {
     }
     /// Uniform in `lo..hi` (hi > lo).
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
+        lo + self.next_u64() % (hi - lo).max(1)
     }
 }
 
@@ -59,6 +59,7 @@ type Scenario = fn(&Opts, &mut Rng) -> Outcome;
 const SCENARIOS: &[(&str, Scenario)] = &[
     ("kill9-sender", crash::kill9_sender),
     ("broker-restarts", crash::broker_restarts),
+    ("broker-restarts-seed", crash::broker_restarts_seed),
     ("kill9-receiver-head", crash::kill9_receiver_head),
     ("broker-sigstop", crash::broker_sigstop),
     ("plain-broker-kill9", crash::plain_broker_kill9),
