@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use claudemeshd::client::{self, Endpoint};
 use serde_json::json;
 
 use crate::harness::Daemon;
@@ -32,6 +33,9 @@ pub struct Tally {
     pub lost_after_broker_delivered: usize,
     /// 5xx answers other than the ones the scenario allows.
     pub bad_5xx: usize,
+    /// The receivers' inboxes could not be read at the end (the counts are from an earlier
+    /// read, so "lost" is not to be trusted).
+    pub inbox_unreadable: bool,
     /// Free text for the table.
     pub notes: Vec<String>,
 }
@@ -89,17 +93,28 @@ impl Sends {
     }
 }
 
-/// Counts of client_message_ids in `d`'s inbox (every page), read from the bodies.
+/// Counts of client_message_ids in `d`'s inbox (every page), read from the bodies; `None` when
+/// a page could not be read (each request may take 60 s: a loaded debug daemon serving a page
+/// of 500 rows is slow, and a timed-out read must not pass for an empty inbox).
 pub fn inbox_counts(d: &Daemon) -> Option<HashMap<String, usize>> {
+    let sock = d.socket();
     let mut counts = HashMap::new();
     let mut before: Option<i64> = None;
     for _ in 0..1000 {
         let path = match before {
-            Some(b) => format!("/v1/inbox?limit=1000&before={b}"),
-            None => "/v1/inbox?limit=1000".to_string(),
+            Some(b) => format!("/v1/inbox?limit=500&before={b}"),
+            None => "/v1/inbox?limit=500".to_string(),
         };
-        let r = d.get(&path).ok().filter(|r| r.status == 200)?;
-        let v = r.json();
+        let r = client::request(
+            &Endpoint::Socket(&sock),
+            "GET",
+            &path,
+            None,
+            Duration::from_secs(60),
+        )
+        .ok()
+        .filter(|r| r.status == 200)?;
+        let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
         for item in v["items"].as_array().into_iter().flatten() {
             // Every torture message's body starts with its client_message_id (a seed broker's
             // push does not carry the sender's id).
@@ -197,10 +212,17 @@ pub fn settle_many(
         }
         std::thread::sleep(Duration::from_secs(2));
     }
-    // Late copies (a redelivery in flight) show up within the next moment.
+    // Late copies (a redelivery in flight) show up within the next moment. The final count
+    // must be read whole: a stale snapshot would count arrivals as lost.
     std::thread::sleep(Duration::from_millis(1500));
-    if let Some(c) = merged() {
-        inbox = c;
+    let mut unreadable = true;
+    for _ in 0..5 {
+        if let Some(c) = merged() {
+            inbox = c;
+            unreadable = false;
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
     }
     let wire = wire_counts(broker_state);
     let outbox = outbox_statuses(sender);
@@ -212,6 +234,7 @@ pub fn settle_many(
     // Where each lost message was last seen: the sender's row status, and the broker's copy.
     let mut lost_at: BTreeMap<String, usize> = BTreeMap::new();
     let mut t = Tally {
+        inbox_unreadable: unreadable,
         sent: sends.sent,
         bad_5xx: sends.bad_5xx(&[]),
         ..Tally::default()
@@ -269,6 +292,9 @@ pub fn settle_many(
 /// once).
 pub fn problems(t: &Tally, dedupe: bool) -> Vec<String> {
     let mut p = Vec::new();
+    if t.inbox_unreadable {
+        p.push("a receiver's inbox could not be read at the end".into());
+    }
     if t.lost > 0 {
         p.push(format!("{} lost", t.lost));
     }

@@ -297,13 +297,26 @@ pub fn kill9_receiver_head(o: &Opts, rng: &mut Rng) -> Outcome {
         &w.broker.state,
         Duration::from_secs(120),
     );
-    t.notes
-        .push(format!("{bursts} receiver kill -9 (head broker)"));
+    let quarantined = std::fs::read_dir(&bob.daemon_dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+                .count()
+        })
+        .unwrap_or(0);
+    t.notes.push(format!(
+        "{bursts} receiver kill -9 (head broker); quarantined files: {quarantined}"
+    ));
     // The head broker redelivers the same message id, which the receiver deduplicates: no
     // duplicate may reach the inbox (the wire count is the broker's own redelivery).
     let mut problems = problems(&t, false);
     if t.dup_inbox > 0 {
         problems.push(format!("{} duplicated in the inbox", t.dup_inbox));
+    }
+    if quarantined > 0 {
+        problems.push(format!(
+            "{quarantined} database files quarantined after a kill -9"
+        ));
     }
     Outcome { tally: t, problems }
 }
@@ -315,8 +328,14 @@ pub fn broker_sigstop(o: &Opts, rng: &mut Rng) -> Outcome {
     let fast = [
         ("CLAUDEMESH_BROKER_PING_INTERVAL_MS", "200"),
         ("CLAUDEMESH_BROKER_STALE_AFTER_MS", "800"),
+        ("CLAUDEMESH_BROKER_REDELIVERY_NUDGE_MS", "3000"),
     ];
-    let (w, alice, receivers, keys) = world4(&DEDUPE, &fast);
+    // Head profile: when the frozen broker wakes it writes the pushes it had claimed into the
+    // sockets the receivers' watchdogs closed; a seed broker has already marked those
+    // delivered (at most once, BROKER-PROTOCOL §7.2), a head broker redelivers them.
+    let mut flags = HEAD_DEDUPE.to_vec();
+    flags.push("1000");
+    let (w, alice, receivers, keys) = world4(&flags, &fast);
     let pid = w.broker.child.id();
     let cap = if o.short { 400 } else { 1500 };
     let sends = under_load(&alice, &keys, "ss", cap, || {
@@ -337,8 +356,9 @@ pub fn broker_sigstop(o: &Opts, rng: &mut Rng) -> Outcome {
         Duration::from_secs(180),
     );
     let stale = alice.log().matches("stale").count();
-    t.notes
-        .push(format!("{rounds} SIGSTOP 2-4 s; watchdog lines: {stale}"));
+    t.notes.push(format!(
+        "{rounds} SIGSTOP 2-4 s (head broker); watchdog lines: {stale}"
+    ));
     let mut problems = problems(&t, true);
     if stale == 0 {
         problems.push("the watchdog never noticed the frozen broker".into());
