@@ -132,16 +132,16 @@ fn kill9_run(o: &Opts, rng: &mut Rng, dedupe: bool, n: usize, kills: usize) -> O
     Outcome { tally: t, problems }
 }
 
-/// 20 × kill -9 of the sending daemon during a 10,000-message run (short: 3 × in 1,000),
+/// 20 × kill -9 of the sending daemon during a 10,000-message run (short: 3 × in 600),
 /// `--dedupe` broker: 0 lost, 0 stuck, 0 duplicates.
 pub fn kill9_sender(o: &Opts, rng: &mut Rng) -> Outcome {
-    let (n, kills) = if o.short { (1000, 3) } else { (10_000, 20) };
+    let (n, kills) = if o.short { (600, 3) } else { (10_000, 20) };
     kill9_run(o, rng, true, n, kills)
 }
 
 /// The same against the plain broker: resends after a crash reach it again (counted).
 pub fn plain_broker_kill9(o: &Opts, rng: &mut Rng) -> Outcome {
-    let (n, kills) = if o.short { (500, 2) } else { (2000, 5) };
+    let (n, kills) = if o.short { (300, 2) } else { (2000, 5) };
     kill9_run(o, rng, false, n, kills)
 }
 
@@ -199,7 +199,7 @@ const HEAD_DEDUPE: [&str; 7] = [
 ];
 
 /// 10 × the dev broker killed (SIGKILL) and restarted on its port while a client sends
-/// (short: 3 ×), head profile: claims are redelivered until `client_ack`, so nothing may be
+/// (short: 2 ×), head profile: claims are redelivered until `client_ack`, so nothing may be
 /// lost or duplicated.
 pub fn broker_restarts(o: &Opts, rng: &mut Rng) -> Outcome {
     let mut flags = HEAD_DEDUPE.to_vec();
@@ -238,7 +238,7 @@ fn broker_restarts_on(
     env: &[(&str, &str)],
     tag: &str,
 ) -> (crate::account::Tally, usize) {
-    let rounds = if o.short { 3 } else { 10 };
+    let rounds = if o.short { 2 } else { 10 };
     let (mut w, alice, receivers, keys) = world4(flags, env);
     let state = w.broker.state.clone();
     let port = w.broker.port;
@@ -261,9 +261,9 @@ fn broker_restarts_on(
 }
 
 /// kill -9 of the receiving daemon during inbound bursts, head profile (claims redelivered
-/// until `client_ack`): bursts of 200, one kill in each (short: 3 bursts, full: 10).
+/// until `client_ack`): bursts of 200, one kill in each (short: 2 bursts, full: 10).
 pub fn kill9_receiver_head(o: &Opts, rng: &mut Rng) -> Outcome {
-    let bursts = if o.short { 3 } else { 10 };
+    let bursts = if o.short { 2 } else { 10 };
     let flags = [
         "--profile",
         "head",
