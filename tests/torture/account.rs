@@ -28,6 +28,8 @@ pub struct Tally {
     pub lost: usize,
     /// Accepted, still pending or in flight at the deadline.
     pub stuck: usize,
+    /// Of `stuck`: the sender's row done, the broker's copy still undelivered.
+    pub stuck_at_broker: usize,
     /// Of `lost`: the sender's row done and the broker's copy marked delivered, yet not in
     /// the inbox (a seed broker's at-most-once drain, BROKER-PROTOCOL §7.2).
     pub lost_after_broker_delivered: usize,
@@ -244,6 +246,12 @@ pub fn settle_many(
         t.accepted += 1;
         match inbox.get(id).copied().unwrap_or(0) {
             0 if open(id) => t.stuck += 1,
+            // Still undelivered in the broker's queue (a head claim waiting for a trigger):
+            // pending, not gone.
+            0 if wire.get(id).is_some_and(|w| !w.1) => {
+                t.stuck += 1;
+                t.stuck_at_broker += 1;
+            }
             0 => {
                 t.lost += 1;
                 let row = outbox.get(id).map_or("no row", String::as_str);
@@ -267,6 +275,12 @@ pub fn settle_many(
             }
         }
         t.dup_wire += wire.get(id).map_or(0, |w| w.0).saturating_sub(1);
+    }
+    if t.stuck_at_broker > 0 {
+        t.notes.push(format!(
+            "stuck {}: outbox done, broker queued (undelivered)",
+            t.stuck_at_broker
+        ));
     }
     for (at, n) in lost_at {
         t.notes.push(format!("lost {n}: {at}"));
