@@ -23,8 +23,11 @@ test: build
 # `make torture TORTURE_FLAGS=--short` is CI's version (≤ 2 minutes); `--seed N` repeats a run,
 # `--only NAME` runs one scenario. Not part of `make test`.
 TORTURE_FLAGS ?=
+# The full run also runs the long scenarios kept out of `make test` (ignored tests of
+# tests/it: e.g. the pacing against a rate-limited broker, ~50 s).
 torture: build-bin
 	$(CARGO) test --test torture -- $(TORTURE_FLAGS)
+	$(if $(findstring --short,$(TORTURE_FLAGS))$(findstring --only,$(TORTURE_FLAGS)),,$(CARGO) test --test it -- --ignored --test-threads=1)
 
 # schemathesis (pinned, in a venv made by scripts/st-venv.sh) against a live daemon over TCP:
 # no 5xx, every response as docs/openapi.json says. SCHEMATHESIS_SECS bounds the run.
@@ -48,3 +51,6 @@ release:
 bench:
 	$(CARGO) run --release -p claudemesh-actors --example store_bench
 	$(CARGO) bench --bench daemon
+	$(CARGO) bench --bench drain
+	$(CARGO) bench --bench scale
+

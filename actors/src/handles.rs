@@ -12,6 +12,7 @@ use crate::events::EventHub;
 use crate::inbox::actor::InboxStore;
 use crate::metrics::Metrics;
 use crate::outbox::drainer::OutboxDrainer;
+use crate::readpool::ReadPool;
 use crate::sessions::SessionRegistry;
 use crate::settings::Tuning;
 
@@ -48,6 +49,10 @@ pub struct DaemonInfo {
 pub struct Handles {
     pub outbox: Addr<OutboxDrainer>,
     pub inbox: Addr<InboxStore>,
+    /// Read-only connections to `outbox.db`: counts, listing, lookups (never the writer).
+    pub outbox_reads: ReadPool,
+    /// Read-only connections to `inbox.db`: paging without `mark_seen`.
+    pub inbox_reads: ReadPool,
     pub events: Addr<EventHub>,
     /// The session registry (SPEC §12).
     pub sessions: Addr<SessionRegistry>,

@@ -28,6 +28,7 @@ pub mod ipc;
 pub mod metrics;
 pub mod outbox;
 pub mod procs;
+pub mod readpool;
 
 pub mod sessions;
 pub mod settings;

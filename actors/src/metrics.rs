@@ -32,6 +32,9 @@ pub struct Metrics {
     pub late_acks_credited: AtomicU64,
     /// Acks that came after their timeout for a row already sent again (a double send).
     pub late_acks_after_resend: AtomicU64,
+    /// Rows of a drain window put back to pending (to be sent again) because an older row
+    /// of their destination failed first (whatever their own ack said).
+    pub sends_behind_failure: AtomicU64,
     /// Redelivery nudges run (silent reattaches against a leasing broker, SPEC §6).
     pub redelivery_nudges: AtomicU64,
     /// IPC requests by (route, status).

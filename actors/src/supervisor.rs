@@ -8,7 +8,7 @@
 //! The IpcListener is started by the caller with the returned [`Handles`].
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::outbox::db::OutboxDb;
 use crate::outbox::drainer::{DrainTarget, OutboxDrainer};
 use crate::outbox::msg::{CloseOutbox, StopDraining};
+use crate::readpool::ReadPool;
 use crate::sessions::links::{AttachSessionLinks, SessionLinkFactory};
 use crate::sessions::msg::CloseSessions;
 use crate::sessions::process::OsProbe;
@@ -67,6 +68,12 @@ pub struct Engine {
     outbox_arbiter: Arbiter,
 }
 
+/// The read pool beside a writer connection (its file; `:memory:` has none to share, and an
+/// empty path gives readers that fail, which only tests without files reach).
+fn reads_of(writer: &Connection) -> ReadPool {
+    ReadPool::new(Path::new(writer.path().unwrap_or_default()))
+}
+
 /// Starts every actor. Must run inside an actix system.
 pub fn start(cfg: EngineConfig) -> Engine {
     let metrics = cfg.metrics.clone();
@@ -79,6 +86,7 @@ pub fn start(cfg: EngineConfig) -> Engine {
         .map(|(m, k)| (m.slug.clone(), k.clone()))
         .collect();
     let journal_keep = usize::try_from(tuning.inbox.event_journal).unwrap_or(usize::MAX);
+    let (outbox_reads, inbox_reads) = (reads_of(&cfg.outbox), reads_of(&cfg.inbox));
     let inbox_arbiter = Arbiter::new();
     let inbox_conn = cfg.inbox;
     let (ev, me) = (events.clone(), metrics.clone());
@@ -189,6 +197,8 @@ pub fn start(cfg: EngineConfig) -> Engine {
     let handles = Handles {
         outbox,
         inbox,
+        outbox_reads,
+        inbox_reads,
         events,
         sessions: session_registry,
         meshes,

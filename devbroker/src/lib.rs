@@ -66,7 +66,8 @@ use session::SessionConfig;
 /// Exact ack error strings of the broker (BROKER-PROTOCOL §2.4) and of `--dedupe` (SPEC §11).
 pub mod errors {
     pub use super::hub::{
-        FINGERPRINT_MISMATCH_ERROR, GRANTS_ERROR, MAX_MESSAGE_BYTES, NO_PEER_ERROR,
+        FINGERPRINT_MISMATCH_ERROR, GRANTS_ERROR, INJECTED_FAILURE_ERROR, MAX_MESSAGE_BYTES,
+        NO_PEER_ERROR,
     };
     pub use super::rate::RATE_LIMIT_ERROR;
 }
@@ -100,6 +101,11 @@ pub struct DevBrokerOptions {
     pub claim_ms: u64,
     /// Head: interval of the sweep that releases expired claims (it never pushes).
     pub sweep_ms: u64,
+    /// Test fault: every Nth `send` is refused with [`INJECTED_FAILURE_ERROR`] (not queued).
+    pub fail_every: Option<u64>,
+    /// Test fault: every Nth `send` is queued, then its sender's socket is dropped before
+    /// the ack is written (a broker that dies between queueing and acking).
+    pub drop_every: Option<u64>,
 }
 
 /// Head profile default of [`DevBrokerOptions::grace_ms`] (`GRACE_MS`).
@@ -125,6 +131,8 @@ impl DevBrokerOptions {
             grace_ms: HEAD_GRACE_MS,
             claim_ms: HEAD_CLAIM_MS,
             sweep_ms: HEAD_SWEEP_MS,
+            fail_every: None,
+            drop_every: None,
         }
     }
 
@@ -164,6 +172,8 @@ pub async fn start(opts: DevBrokerOptions) -> Result<DevBroker, DevBrokerError> 
             grace: Duration::from_millis(opts.grace_ms),
             claim_ms: opts.claim_ms,
             sweep: Duration::from_millis(opts.sweep_ms.max(1)),
+            fail_every: opts.fail_every.filter(|n| *n > 0),
+            drop_every: opts.drop_every.filter(|n| *n > 0),
         },
     );
     let hub_thread = std::thread::Builder::new()

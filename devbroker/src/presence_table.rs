@@ -37,7 +37,8 @@ pub struct PresenceRow {
 
 /// Replaces the whole table with `rows` (one transaction).
 pub fn replace_all(conn: &mut Connection, rows: &[PresenceRow]) -> Result<(), DevBrokerError> {
-    let tx = conn.transaction().map_err(sql("begin presence mirror"))?;
+    // A savepoint, so that it nests in the hub's batch transaction.
+    let tx = conn.savepoint().map_err(sql("begin presence mirror"))?;
     tx.execute("DELETE FROM presence", [])
         .map_err(sql("clear presence mirror"))?;
     for (order, row) in rows.iter().enumerate() {

@@ -133,7 +133,9 @@ pub fn claim_for_drain(
     if targets.is_empty() || priorities.is_empty() {
         return Ok(Vec::new());
     }
-    let tx = conn.transaction().map_err(sql("begin drain"))?;
+    // A savepoint: atomic on its own, and nested in the hub's batch transaction when one is
+    // open (a plain BEGIN would fail there).
+    let tx = conn.savepoint().map_err(sql("begin drain"))?;
     let target_marks = vec!["?"; targets.len()].join(", ");
     let priority_marks = vec!["?"; priorities.len()].join(", ");
     let text = format!(
@@ -151,7 +153,7 @@ pub fn claim_for_drain(
     args.extend(targets.iter().map(|t| Sql::Text(t.clone())));
     args.extend(priorities.iter().map(|p| Sql::Text((*p).to_owned())));
     let rows = {
-        let mut stmt = tx.prepare(&text).map_err(sql("prepare drain"))?;
+        let mut stmt = tx.prepare_cached(&text).map_err(sql("prepare drain"))?;
         let rows = stmt
             .query_map(params_from_iter(args), |r| {
                 Ok(DrainedRow {

@@ -104,6 +104,12 @@ pub struct DevBrokerArgs {
     /// milliseconds.
     #[arg(long, value_name = "MS", default_value_t = HEAD_SWEEP_MS)]
     pub sweep_ms: u64,
+    /// Test fault: refuse every Nth `send` with an `injected_failure` ack (not queued).
+    #[arg(long, value_name = "N")]
+    pub fail_every: Option<u64>,
+    /// Test fault: queue every Nth `send`, then drop its sender's socket before the ack.
+    #[arg(long, value_name = "N")]
+    pub drop_every: Option<u64>,
 }
 
 /// Writes one line to stdout and flushes; a closed stdout is not an error worth dying for.
@@ -223,6 +229,8 @@ pub fn broker_options(args: DevBrokerArgs) -> DevBrokerOptions {
         grace_ms: args.grace_ms,
         claim_ms: args.claim_ms,
         sweep_ms: args.sweep_ms,
+        fail_every: args.fail_every,
+        drop_every: args.drop_every,
     }
 }
 

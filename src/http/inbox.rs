@@ -9,9 +9,9 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use claudemesh_actors::handles::Handles;
 use claudemesh_actors::inbox::msg::{
-    DeleteInbox, DeleteInboxRow, InboxActorError, ListInbox, MarkSeen,
+    DeleteInbox, DeleteInboxRow, InboxActorError, InboxPage, ListInbox, MarkSeen,
 };
-use claudemesh_actors::inbox::store::{InboxItem, InboxQuery};
+use claudemesh_actors::inbox::store::{self as inbox_store, InboxItem, InboxQuery};
 use serde_json::{json, Value};
 
 use super::caller::Caller;
@@ -50,15 +50,32 @@ pub async fn list(
         unread_only: p.unread_only,
         scope: caller.scope(),
     };
-    let page = handles
-        .inbox
-        .send(ListInbox {
-            query,
-            mark_seen: p.mark_seen,
-        })
-        .await
-        .map_err(unavailable)?
-        .map_err(failed("list inbox"))?;
+    // A page that marks rows seen writes, so it goes to the owner; a plain page is read on a
+    // read-only connection and never waits behind the writer.
+    let page = if p.mark_seen {
+        handles
+            .inbox
+            .send(ListInbox {
+                query,
+                mark_seen: true,
+            })
+            .await
+            .map_err(unavailable)?
+            .map_err(failed("list inbox"))?
+    } else {
+        handles
+            .inbox_reads
+            .run(move |c| {
+                let (items, next_before) = inbox_store::query(c, &query)?;
+                Ok::<_, InboxActorError>(InboxPage {
+                    items,
+                    next_before,
+                    marked_seen: 0,
+                })
+            })
+            .await
+            .map_err(failed("list inbox"))?
+    };
     let mut body = page_json(&page.items, page.next_before);
     if p.mark_seen {
         body["marked_seen"] = page.marked_seen.into();

@@ -4,8 +4,8 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use claudemesh_actors::handles::Handles;
-use claudemesh_actors::outbox::msg::{GetOutboxRow, ListOutbox, OutboxError, RequeueRow};
-use claudemesh_actors::outbox::store::{OutboxRow, RequeueError, Status};
+use claudemesh_actors::outbox::msg::{OutboxError, RequeueRow};
+use claudemesh_actors::outbox::store::{self, OutboxRow, RequeueError, Status};
 use claudemesh_actors::time::iso_from_ms;
 use serde_json::{json, Value};
 
@@ -62,14 +62,11 @@ pub async fn list(req: HttpRequest, handles: web::Data<Handles>) -> Result<HttpR
         .map(|s| s.parse::<Status>())
         .transpose()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let limit = p.limit;
     let rows = handles
-        .outbox
-        .send(ListOutbox {
-            status,
-            limit: p.limit,
-        })
+        .outbox_reads
+        .run(move |c| Ok::<_, OutboxError>(store::list(c, status, limit)?))
         .await
-        .map_err(mailbox_err)?
         .map_err(outbox_err("list outbox"))?;
     let items: Vec<Value> = rows.iter().map(row_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
@@ -82,10 +79,9 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_row_id(&id)?;
     let row = handles
-        .outbox
-        .send(GetOutboxRow { id })
+        .outbox_reads
+        .run(move |c| Ok::<_, OutboxError>(store::get(c, id)?))
         .await
-        .map_err(mailbox_err)?
         .map_err(outbox_err("get outbox row"))?
         .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(row_json(&row)))

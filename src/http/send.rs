@@ -1,6 +1,7 @@
 //! `POST /v1/send` (SPEC §5.1–§5.3): phase-A validation ([`super::send_request`]), the size
 //! rule, the mesh, name resolution through the mesh's `BrokerConnection` (`ResolvePeer`),
-//! the request fingerprint, then `AcceptSend` to the OutboxDrainer, whose answer maps to
+//! the request fingerprint, then a lookup of a repeated id on a read-only connection (SPEC §5.3
+//! answers that write nothing) or else `AcceptSend` to the OutboxDrainer; the answer maps to
 //! 202 queued / 202 inflight / 200 duplicate / 409 idempotency_key_reused.
 //!
 //! Invariant: nothing is written before `AcceptSend`, so every refusal above leaves the id
@@ -11,8 +12,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use claudemesh_actors::broker::msg::{Resolution, ResolvePeer};
 use claudemesh_actors::fingerprint::{destination_for, prefix_hex, request_fingerprint};
 use claudemesh_actors::handles::{Handles, MeshHandle};
-use claudemesh_actors::outbox::msg::AcceptSend;
-use claudemesh_actors::outbox::store::{Accepted, NewSend};
+use claudemesh_actors::metrics::Metrics;
+use claudemesh_actors::outbox::msg::{AcceptSend, OutboxError};
+use claudemesh_actors::outbox::store::{self, Accepted, NewSend};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
@@ -71,6 +73,10 @@ pub async fn send(
             .filter(|s| s.mesh == mesh.slug)
             .and_then(|s| s.session_pubkey.clone()),
     };
+    // A repeated id is answered from a read-only connection: only a new id needs the writer.
+    if let Some(answered) = read_repeat(&handles, &new).await {
+        return answer(answered, &fingerprint);
+    }
     let accepted = handles
         .outbox
         .send(AcceptSend { send: new })
@@ -84,6 +90,28 @@ pub async fn send(
             source: Box::new(source),
         })?;
     answer(accepted, &fingerprint)
+}
+
+/// The answer for a send whose id a row already holds, read off the writer; `None` when the
+/// id is free (or the read failed: the writer then answers, as it always could).
+async fn read_repeat(handles: &Handles, new: &NewSend) -> Option<Accepted> {
+    let id = new.client_message_id.clone()?;
+    let fingerprint = new.fingerprint;
+    let found = handles
+        .outbox_reads
+        .run(move |c| Ok::<_, OutboxError>(store::lookup(c, &id, &fingerprint)?))
+        .await;
+    match found {
+        Ok(Some(answered)) => {
+            Metrics::inc(&handles.metrics.dedupe_hits);
+            Some(answered)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            log::debug!("send: repeated-id lookup on a reader failed ({e}); asking the writer");
+            None
+        }
+    }
 }
 
 /// The row's target: `to` itself for literal forms, the peer's pubkey for a resolved name,

@@ -8,6 +8,8 @@ mod flood;
 mod harness;
 mod head;
 mod late_acks;
+mod pipeline;
+mod reads;
 mod reload;
 mod runtime;
 pub mod security;

@@ -14,6 +14,9 @@ pub enum InboxActorError {
     /// The actor's mailbox is closed (shutdown in progress).
     #[error("inbox store unavailable: {0}")]
     Mailbox(#[from] MailboxError),
+    /// A read-only connection was not to be had.
+    #[error(transparent)]
+    Read(#[from] crate::readpool::ReadError),
 }
 
 impl InboxActorError {
@@ -21,7 +24,7 @@ impl InboxActorError {
     pub fn fault(&self) -> Option<crate::storage::StorageFault> {
         match self {
             InboxActorError::Store(e) => e.fault(),
-            InboxActorError::Mailbox(_) => None,
+            InboxActorError::Mailbox(_) | InboxActorError::Read(_) => None,
         }
     }
 }

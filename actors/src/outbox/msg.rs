@@ -3,9 +3,7 @@
 
 use actix::prelude::*;
 
-use super::store::{
-    Accepted, Counts, NewSend, OutboxRow, RequeueError, Requeued, Status, StoreError,
-};
+use super::store::{Accepted, NewSend, RequeueError, Requeued, StoreError};
 
 /// Errors the drainer reports to its callers.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +29,9 @@ pub enum OutboxError {
     /// The database thread dropped the request.
     #[error("outbox request cancelled")]
     Cancelled,
+    /// A read-only connection was not to be had.
+    #[error(transparent)]
+    Read(#[from] crate::readpool::ReadError),
 }
 
 impl OutboxError {
@@ -52,21 +53,6 @@ pub struct AcceptSend {
     pub send: NewSend,
 }
 
-/// Query: rows by status, newest first.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<Vec<OutboxRow>, OutboxError>")]
-pub struct ListOutbox {
-    pub status: Option<Status>,
-    pub limit: usize,
-}
-
-/// Query: one row by its row id.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<Option<OutboxRow>, OutboxError>")]
-pub struct GetOutboxRow {
-    pub id: i64,
-}
-
 /// Command: operator requeue (SPEC §5.4).
 #[derive(Message, Debug)]
 #[rtype(result = "Result<Requeued, OutboxError>")]
@@ -76,11 +62,6 @@ pub struct RequeueRow {
     /// Who asked (e.g. `ipc`), stored as `aborted_by`.
     pub by: String,
 }
-
-/// Query: row counts by status.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<Counts, OutboxError>")]
-pub struct GetOutboxCounts;
 
 /// Command: claim nothing more (first step of the shutdown, before the links close, so no
 /// row is sent into a closing socket). Accepts keep working.

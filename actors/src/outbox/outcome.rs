@@ -8,6 +8,10 @@ use crate::broker::msg::DeliveryOutcome;
 /// `last_error` of a row that waits behind an older row of the target its name resolved to.
 pub(crate) const BEHIND_ERROR: &str = "waiting_behind_earlier_send";
 
+/// `last_error` of a row of a drain window sent again because an older row of its
+/// destination failed first.
+pub(crate) const BEHIND_FAILURE_ERROR: &str = "behind_failed_send";
+
 /// How one dispatch of a row ended.
 #[derive(Debug)]
 pub(crate) enum Step {

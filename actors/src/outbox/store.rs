@@ -21,6 +21,7 @@
 mod accept;
 mod admin;
 mod adopt;
+mod claim;
 mod drain;
 mod rows;
 mod schema;
@@ -30,11 +31,12 @@ mod tests;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use accept::{accept_batch, mint_client_message_id};
+pub use accept::{accept_batch, lookup, mint_client_message_id};
 pub use admin::{counts, get, list, prune_payloads, requeue};
+pub use claim::{claim_due, claim_window, InFlight};
 pub use drain::{
-    claim_due, expire, mark_dead, mark_done, mark_retry, release_claims, reset_inflight,
-    set_target, settle_target, wake, Settled,
+    expire, mark_dead, mark_done, mark_retry, release_claims, reset_inflight, set_target,
+    settle_target, wake, Settled,
 };
 pub use schema::{integrity_check, open, was_clean_shutdown, write_clean_shutdown, SCHEMA_VERSION};
 

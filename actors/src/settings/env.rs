@@ -126,6 +126,7 @@ const KEYS: &[Key] = keys! {
     "outbox" max_attempts: U32(outbox.max_attempts), 1..=1_000_000;
     "outbox" max_age_hours: U64(outbox.max_age_hours), 1..=876_000;
     "outbox" window: U32(outbox.window), 1..=4_096;
+    "outbox" destination_window: U32(outbox.destination_window), 1..=1_024;
     "outbox" durability: Durability(outbox.durability);
     "outbox" payload_retention_days: U32(outbox.payload_retention_days), 0..=36_500;
     "broker" hello_timeout_ms: U64(broker.hello_timeout_ms), 1..=600_000;

@@ -77,6 +77,11 @@ pub struct OutboxTuning {
     pub max_age_hours: u64,
     /// Rows in flight (sent, not yet acked) per mesh.
     pub window: u32,
+    /// Rows of one destination in flight at once (sent back to back, in order). 1 (the
+    /// default) keeps SPEC §5.4's one-in-flight order against any broker; more pipelines the
+    /// drain, in order only against a broker that handles one socket's frames in order (the
+    /// dev broker; the real one does not, BROKER-PROTOCOL §0).
+    pub destination_window: u32,
     /// SQLite durability of accepted sends.
     pub durability: Durability,
     /// Days a delivered row keeps its payload before it is cleared.
@@ -89,6 +94,7 @@ impl Default for OutboxTuning {
             max_attempts: 25,
             max_age_hours: 168,
             window: 32,
+            destination_window: 1,
             durability: Durability::Normal,
             payload_retention_days: 7,
         }

@@ -20,7 +20,7 @@ fn defaults_match_the_spec() {
     assert_eq!((t.ipc.send_body_limit, t.ipc.body_limit), (262_144, 16_384));
     assert_eq!(t.outbox.max_attempts, 25);
     assert_eq!(t.outbox.max_age_hours, 168);
-    assert_eq!(t.outbox.window, 32);
+    assert_eq!((t.outbox.window, t.outbox.destination_window), (32, 1));
     assert_eq!(t.outbox.durability, Durability::Normal);
     assert_eq!(t.outbox.payload_retention_days, 7);
     assert_eq!(t.broker.hello_timeout_ms, 5_000);

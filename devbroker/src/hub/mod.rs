@@ -35,9 +35,10 @@ mod peers;
 mod presence;
 mod send;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use claudemesh_actors::time::{iso_from_ms, now_ms};
@@ -46,7 +47,10 @@ use rusqlite::Connection;
 use serde_json::Value;
 
 pub use self::presence::Presence;
-pub use self::send::{FINGERPRINT_MISMATCH_ERROR, GRANTS_ERROR, MAX_MESSAGE_BYTES, NO_PEER_ERROR};
+pub use self::send::{
+    FINGERPRINT_MISMATCH_ERROR, GRANTS_ERROR, INJECTED_FAILURE_ERROR, MAX_MESSAGE_BYTES,
+    NO_PEER_ERROR,
+};
 
 use self::msg::{ConnId, HubCmd, Outgoing};
 use super::ids::uuid_v4;
@@ -57,6 +61,8 @@ use super::rate::RateLimiter;
 
 /// How often revocations made by `dev-mesh revoke` are looked for.
 const REVOKE_POLL: Duration = Duration::from_millis(200);
+/// Most commands handled in one transaction: a burst of sends shares one commit.
+const MAX_BATCH: usize = 256;
 
 /// Behaviour switches of one broker run.
 #[derive(Clone, Debug)]
@@ -75,6 +81,10 @@ pub struct HubOptions {
     pub claim_ms: u64,
     /// Head: interval of the expired-claim sweep.
     pub sweep: Duration,
+    /// Test fault: every Nth `send` is refused (`injected_failure`).
+    pub fail_every: Option<u64>,
+    /// Test fault: every Nth `send` is queued and its socket dropped before the ack.
+    pub drop_every: Option<u64>,
 }
 
 /// One accepted socket — or, head profile, the dead socket of a leased presence.
@@ -104,8 +114,16 @@ pub struct Hub {
     rate: RateLimiter,
     next_seq: u64,
     shutting_down: bool,
+    /// `send` frames seen (for the test faults).
+    sends_seen: u64,
     /// What the `presence` table holds (rewritten when the presences differ).
     mirrored: Option<Vec<PresenceRow>>,
+    /// A batch transaction is open (see [`Hub::run`]).
+    in_batch: bool,
+    /// Frames decided during the open batch, in decision order, each with its socket's
+    /// channel: written once the batch has committed, so no client sees an ack (or a push)
+    /// before the row behind it is stored.
+    held: RefCell<Vec<(tokio::sync::mpsc::UnboundedSender<Outgoing>, Outgoing)>>,
 }
 
 impl Hub {
@@ -126,7 +144,10 @@ impl Hub {
             rate: RateLimiter::default(),
             next_seq: 0,
             shutting_down: false,
+            sends_seen: 0,
             mirrored,
+            in_batch: false,
+            held: RefCell::new(Vec::new()),
         }
     }
 
@@ -136,10 +157,18 @@ impl Hub {
 
     /// Handles commands until [`HubCmd::Exit`] or until every sender is gone; in between,
     /// polls for revocations and (head) expires leases and sweeps expired claims.
+    ///
+    /// Group commit: the commands already waiting (up to [`MAX_BATCH`]) are handled in one
+    /// `BEGIN IMMEDIATE` transaction, committed before any frame they produced is written, so a
+    /// burst of sends costs one commit instead of one or two each. Frames keep the order in
+    /// which they were decided, and every frame still follows the write it reports, as when
+    /// each statement committed on its own; only the moment they leave changes (after the
+    /// batch, microseconds later).
     pub fn run(mut self, rx: Receiver<HubCmd>) {
         let mut next_poll = Instant::now() + REVOKE_POLL;
         let mut next_sweep = Instant::now() + self.opts.sweep;
-        loop {
+        let mut exit = false;
+        while !exit {
             let mut wake = next_poll;
             if self.head() {
                 wake = wake.min(next_sweep);
@@ -147,10 +176,24 @@ impl Hub {
                     wake = wake.min(lease);
                 }
             }
-            match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            let first = match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
                 Ok(HubCmd::Exit) | Err(RecvTimeoutError::Disconnected) => break,
-                Ok(cmd) => self.handle(cmd),
-                Err(RecvTimeoutError::Timeout) => {}
+                Ok(cmd) => Some(cmd),
+                Err(RecvTimeoutError::Timeout) => None,
+            };
+            self.begin_batch();
+            if let Some(cmd) = first {
+                self.handle(cmd);
+                for _ in 1..MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(HubCmd::Exit) | Err(TryRecvError::Disconnected) => {
+                            exit = true;
+                            break;
+                        }
+                        Ok(cmd) => self.handle(cmd),
+                        Err(TryRecvError::Empty) => break,
+                    }
+                }
             }
             let now = Instant::now();
             if now >= next_poll {
@@ -169,11 +212,37 @@ impl Hub {
                 }
             }
             self.mirror_presences();
+            self.end_batch();
         }
         log::debug!(
             "dev broker hub for {} stopped",
             self.opts.state_dir.display()
         );
+    }
+
+    /// Opens the batch transaction. If it cannot be opened (the database busy past its
+    /// timeout), the batch runs without one: each statement commits on its own, as it would
+    /// without batching.
+    fn begin_batch(&mut self) {
+        match self.db.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => self.in_batch = true,
+            Err(err) => log::warn!("dev broker: begin batch: {err}"),
+        }
+    }
+
+    /// Commits the batch (rolls it back if the commit fails), then writes the held frames.
+    fn end_batch(&mut self) {
+        if std::mem::take(&mut self.in_batch) {
+            if let Err(err) = self.db.execute_batch("COMMIT") {
+                log::warn!("dev broker: commit batch: {err}");
+                if let Err(err) = self.db.execute_batch("ROLLBACK") {
+                    log::warn!("dev broker: roll back batch: {err}");
+                }
+            }
+        }
+        for (tx, out) in self.held.get_mut().drain(..) {
+            let _ = tx.send(out);
+        }
     }
 
     fn handle(&mut self, cmd: HubCmd) {
@@ -207,13 +276,16 @@ impl Hub {
                 let _ = reply.send(targets.len());
             }
             HubCmd::DropAll { reply } => {
-                let live = self.conns.values().filter(|c| c.lease_until.is_none());
-                let mut count = 0;
-                for conn in live {
-                    let _ = conn.tx.send(Outgoing::Terminate);
-                    count += 1;
+                let live: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.lease_until.is_none())
+                    .map(|(id, _)| *id)
+                    .collect();
+                for conn in &live {
+                    self.send(*conn, Outgoing::Terminate);
                 }
-                let _ = reply.send(count);
+                let _ = reply.send(live.len());
             }
             HubCmd::Presences { reply } => {
                 let _ = reply.send(self.presence_infos());
@@ -266,10 +338,11 @@ impl Hub {
         }
     }
 
-    /// Writes `out` to `conn` if it is still there (lost if its socket is gone).
+    /// Writes `out` to `conn` if it is still there (lost if its socket is gone), once the
+    /// current batch has committed.
     fn send(&self, conn: ConnId, out: Outgoing) {
         if let Some(c) = self.conns.get(&conn) {
-            let _ = c.tx.send(out);
+            self.held.borrow_mut().push((c.tx.clone(), out));
         }
     }
 

@@ -27,6 +27,9 @@ pub const NO_PEER_ERROR: &str =
     "no connected peer for target (not online, or targetSpec is your own key without another session)";
 /// The ack error of a DM every recipient's grants refuse.
 pub const GRANTS_ERROR: &str = "blocked by recipient grants (sender lacks dm capability)";
+/// The ack error of a send refused by the `--fail-every` test fault (not a broker string: the
+/// daemon counts it as an ordinary failed attempt).
+pub const INJECTED_FAILURE_ERROR: &str = "injected_failure (dev broker --fail-every)";
 /// The `--dedupe` ack error of a reused `client_message_id` with another fingerprint.
 pub const FINGERPRINT_MISMATCH_ERROR: &str = "idempotency_key_reused: request_fingerprint_mismatch";
 
@@ -76,6 +79,12 @@ impl Hub {
         let now = now_ms();
         let fail =
             |hub: &Hub, error: String| hub.send_frame(conn, &ack(&id, "", false, Some(error)));
+        self.sends_seen += 1;
+        let nth = |every: Option<u64>, seen: u64| every.is_some_and(|n| seen.is_multiple_of(n));
+        if nth(self.opts.fail_every, self.sends_seen) {
+            return fail(self, INJECTED_FAILURE_ERROR.to_owned());
+        }
+        let drop_socket = nth(self.opts.drop_every, self.sends_seen);
         if self.opts.rate_limit && !self.rate.try_take(&sender.member_id, now) {
             return fail(self, RATE_LIMIT_ERROR.to_owned());
         }
@@ -126,23 +135,19 @@ impl Hub {
             client_message_id: send.client_message_id.clone().filter(|c| !c.is_empty()),
             request_fingerprint: send.request_fingerprint.clone(),
         };
-        // A multicast row is inserted and marked delivered in one transaction (one commit per
-        // send instead of two); clients see the same frames in the same order.
-        let multicast = matches!(target, Target::Broadcast | Target::Group(_));
-        if multicast {
-            if let Err(err) = self.db.execute_batch("BEGIN") {
-                log::warn!("dev broker: begin: {err}");
-            }
-        }
+        // The hub's batch transaction (see `Hub::run`) covers the insert and, for multicast,
+        // the delivered mark: one commit for a whole burst of sends.
         if let Err(err) = queue::insert_queue(&self.db, &row) {
             // The real broker's insert exception: logged, no ack.
             log::warn!("dev broker: queueing {}: {err}", row.id);
-            if multicast {
-                let _ = self.db.execute_batch("ROLLBACK");
-            }
             return;
         }
-        self.send_frame(conn, &ack(&id, &row.id, true, None));
+        if drop_socket {
+            // The row is queued; the ack is lost with the socket.
+            self.send(conn, Outgoing::Terminate);
+        } else {
+            self.send_frame(conn, &ack(&id, &row.id, true, None));
+        }
         match target {
             Target::Broadcast | Target::Group(_) => {
                 let group = match target {
@@ -152,9 +157,6 @@ impl Hub {
                 self.fan_out_live(&row, &send, &sender, group, &members);
                 if let Err(err) = queue::mark_delivered(&self.db, &row.id, now_ms()) {
                     log::warn!("dev broker: marking {} delivered: {err}", row.id);
-                }
-                if let Err(err) = self.db.execute_batch("COMMIT") {
-                    log::warn!("dev broker: commit of {}: {err}", row.id);
                 }
             }
             Target::Direct(_) => {

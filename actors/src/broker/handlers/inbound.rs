@@ -101,7 +101,12 @@ impl BrokerConnection {
     }
 
     fn on_push(&mut self, ctx: &mut Context<Self>, push: crate::wire::Push) {
-        let store = self.peers_out.pushes.send(PushReceived {
+        // A fresh clone of the recipient for each push: its message is queued in the inbox's
+        // mailbox at once, in arrival order, even when the mailbox is over capacity. Through
+        // one shared sender, a full mailbox parks it and the parked sends are retried in no
+        // particular order: a burst of pushes (a pipelined sender, a drained queue) would be
+        // stored out of order.
+        let store = self.peers_out.pushes.clone().send(PushReceived {
             mesh: self.slug().to_string(),
             push,
             session: self.cfg.session.as_ref().map(|s| s.id.keys.clone()),

@@ -1,9 +1,9 @@
-//! Recording outcomes: each dispatched row's result is classified ([`outcome::classify`]) and
-//! queued for the next group apply, which records every queued outcome in one transaction and
+//! Recording outcomes: each dispatched row's result is taken in its destination's send order
+//! (`flight`), classified ([`outcome::classify`]) and queued for the next group apply, which records every queued outcome in one transaction and
 //! refills the freed slots in the same database task. [`CloseOutbox`] records what is still
 //! queued and puts the rest back to pending.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -11,7 +11,8 @@ use actix::prelude::*;
 use super::super::db::DbTask;
 use super::super::msg::*;
 use super::super::outcome::{self, apply_one, Change, Op, Step, Update};
-use super::super::store::{self, OutboxRow};
+use super::super::store::{self, InFlight, OutboxRow};
+use super::flight::Returned;
 use super::queries::query;
 use super::{OutboxDrainer, OFFLINE_CAP_MS, RETRY_BASE_MS, RETRY_CAP_MS};
 use crate::broker::msg::RateLimited;
@@ -19,19 +20,79 @@ use crate::metrics::Metrics;
 use crate::time::now_ms;
 
 impl OutboxDrainer {
-    pub(super) fn apply(
+    /// A dispatched row came back. Its destination's outcomes are applied in send order
+    /// (`flight`): this one may wait for an older row's, or release younger ones waiting.
+    pub(super) fn returned(
         &mut self,
         ctx: &mut Context<Self>,
         row: OutboxRow,
         target: Option<String>,
         step: Step,
     ) {
+        let mesh = row.mesh.clone();
+        let dest = store::destination_key(&row).to_string();
+        let back = Returned { row, target, step };
+        let flight = self
+            .meshes
+            .get_mut(&mesh)
+            .and_then(|st| st.busy.get_mut(&dest));
+        let Some(flight) = flight else {
+            // Not in a window (cannot happen): record it as it is.
+            self.apply(back, false);
+            self.flush_updates(ctx);
+            return;
+        };
+        if let Some(stray) = flight.returned(back) {
+            self.apply(stray, false);
+        }
+        // Bounded by the window: each turn takes one row out of it.
+        while let Some((next, behind)) = self
+            .meshes
+            .get_mut(&mesh)
+            .and_then(|st| st.busy.get_mut(&dest))
+            .and_then(|f| f.next_ready())
+        {
+            if self.apply(next, behind) {
+                if let Some(f) = self
+                    .meshes
+                    .get_mut(&mesh)
+                    .and_then(|st| st.busy.get_mut(&dest))
+                {
+                    f.break_window();
+                }
+            }
+        }
+        self.flush_updates(ctx);
+    }
+
+    /// Classifies one outcome and queues it for the group apply. `behind`: an older row of
+    /// the same window failed, so this one goes back to pending whatever its outcome (not
+    /// counted). Returns `true` when the outcome is a failure that breaks the window (the row
+    /// will be sent again), `false` for done, dead, or a row that was already behind.
+    fn apply(&mut self, back: Returned, behind: bool) -> bool {
+        let Returned { row, target, step } = back;
         let now = now_ms();
         let id = row.id;
         let mesh = row.mesh.clone();
+        let dest = store::destination_key(&row).to_string();
+        if behind {
+            // Whatever the broker said, the row is sent again after the failed one; a late
+            // ack for this dispatch must not credit it ahead of that row.
+            self.late.forget(&row.client_message_id);
+            Metrics::inc(&self.metrics.sends_behind_failure);
+            self.updates.push(Update {
+                row,
+                op: Op::Retry(outcome::BEHIND_FAILURE_ERROR.into(), false, now),
+                set_target: None,
+                dead_error: None,
+                dest,
+            });
+            return false;
+        }
         let resolved_now = row.target.is_none() && target.is_some();
         let step = self.late.settle(&row, step);
         let change = outcome::classify(step, self.closing);
+        let breaks = !matches!(change, Change::Done(_) | Change::Dead(_));
         if matches!(change, Change::RateLimited(_)) {
             if let Some(st) = self.meshes.get(&mesh) {
                 st.link.rate_limited.do_send(RateLimited);
@@ -61,7 +122,6 @@ impl OutboxDrainer {
             }
         };
         let set_target = if resolved_now { target } else { None };
-        let dest = store::destination_key(&row).to_string();
         self.updates.push(Update {
             row,
             op,
@@ -69,7 +129,7 @@ impl OutboxDrainer {
             dead_error,
             dest,
         });
-        self.flush_updates(ctx);
+        breaks
     }
 
     /// Applies every queued outcome in one transaction (group apply, like group commit on
@@ -89,6 +149,7 @@ impl OutboxDrainer {
         let claims = self.plan_claims(&batch);
         let planned: Vec<String> = claims.iter().map(|(m, _, _)| m.clone()).collect();
         let max_attempts = i64::from(self.tuning.max_attempts);
+        let per_dest = self.tuning.destination_window.max(1) as usize;
         let now = now_ms();
         let fut = self.db.send(DbTask::new(move |conn| {
             let tx = conn
@@ -106,8 +167,8 @@ impl OutboxDrainer {
             let claimed: Vec<(String, Result<Vec<OutboxRow>, String>)> = claims
                 .into_iter()
                 .map(|(mesh, free, busy)| {
-                    let rows =
-                        store::claim_due(conn, &mesh, now, free, &busy).map_err(|e| e.to_string());
+                    let rows = store::claim_window(conn, &mesh, now, free, per_dest, &busy)
+                        .map_err(|e| e.to_string());
                     (mesh, rows)
                 })
                 .collect();
@@ -152,7 +213,9 @@ impl OutboxDrainer {
                     act.report_dead(&u.row, &err);
                 }
                 if let Some(st) = act.meshes.get_mut(&u.row.mesh) {
-                    st.busy.remove(&u.dest);
+                    if st.busy.get_mut(&u.dest).is_some_and(|f| f.committed()) {
+                        st.busy.remove(&u.dest);
+                    }
                 }
                 meshes.insert(u.row.mesh);
             }
@@ -173,11 +236,9 @@ impl OutboxDrainer {
     }
 
     /// For each mesh of `batch` that is up and not already claiming: the free slots and the
-    /// busy destinations as they will be once `batch` is applied. Marks those meshes claiming.
-    pub(super) fn plan_claims(
-        &mut self,
-        batch: &[Update],
-    ) -> Vec<(String, usize, HashSet<String>)> {
+    /// destinations in flight as they will be once `batch` is applied. Marks those meshes
+    /// claiming.
+    pub(super) fn plan_claims(&mut self, batch: &[Update]) -> Vec<ClaimPlan> {
         if self.closing {
             return Vec::new();
         }
@@ -191,11 +252,27 @@ impl OutboxDrainer {
             if !st.up || st.claiming {
                 continue;
             }
-            let mut busy = st.busy.clone();
+            let mut settling: HashMap<&str, usize> = HashMap::new();
             for u in batch.iter().filter(|u| u.row.mesh == mesh) {
-                busy.remove(&u.dest);
+                *settling.entry(u.dest.as_str()).or_default() += 1;
             }
-            let free = window.saturating_sub(busy.len());
+            let busy: HashMap<String, InFlight> = st
+                .busy
+                .iter()
+                .filter_map(|(d, f)| {
+                    let n = settling.get(d.as_str()).copied().unwrap_or(0);
+                    f.claimable(n).map(|c| (d.clone(), c))
+                })
+                .collect();
+            let in_flight: usize = st
+                .busy
+                .iter()
+                .map(|(d, f)| {
+                    f.len()
+                        .saturating_sub(settling.get(d.as_str()).copied().unwrap_or(0))
+                })
+                .sum();
+            let free = window.saturating_sub(in_flight);
             if free == 0 {
                 continue;
             }
@@ -206,6 +283,9 @@ impl OutboxDrainer {
         plans
     }
 }
+
+/// A claim riding along a group apply: mesh, free slots, destinations in flight.
+pub(super) type ClaimPlan = (String, usize, HashMap<String, InFlight>);
 
 impl Handler<CloseOutbox> for OutboxDrainer {
     type Result = ResponseActFuture<Self, Result<(), OutboxError>>;

@@ -1,19 +1,23 @@
-//! Claiming and dispatching: due rows of a mesh are claimed up to the free window
-//! ([`store::claim_due`]), resolved, encrypted and handed to the mesh's connection
+//! Claiming and dispatching: due rows of a mesh are claimed up to the free windows
+//! ([`store::claim_window`]), resolved, encrypted and handed to the mesh's connection
 //! ([`DeliverSend`]); [`LinkEvent`]s from the connections start and stop the drain and wake
 //! rows whose peer came online.
 
+use std::collections::HashMap;
+
+use actix::dev::RecipientRequest;
 use actix::prelude::*;
 
-use super::super::db::DbTask;
+use super::super::db::{DbTask, OutboxDb};
 use super::super::outcome::Step;
-use super::super::store::{self, OutboxRow, Settled};
-use super::{sessions, OutboxDrainer};
+use super::super::store::{self, InFlight, OutboxRow, Settled};
+use super::{sessions, LinkRecipients, OutboxDrainer};
 use crate::broker::msg::{
     DeliverSend, DeliveryOutcome, LinkEvent, OutgoingSend, Resolution, ResolvePeer,
 };
 use crate::broker::peers::is_pubkey;
 use crate::crypto;
+use crate::crypto::MemberKeys;
 use crate::time::now_ms;
 
 impl OutboxDrainer {
@@ -23,6 +27,7 @@ impl OutboxDrainer {
             return;
         }
         let window = self.tuning.window.max(1) as usize;
+        let per_dest = self.tuning.destination_window.max(1) as usize;
         let Some(st) = self.meshes.get_mut(mesh) else {
             return;
         };
@@ -33,18 +38,27 @@ impl OutboxDrainer {
             st.again = true;
             return;
         }
-        let free = window.saturating_sub(st.busy.len());
+        let free = window.saturating_sub(st.in_flight());
         if free == 0 {
             return;
         }
         st.claiming = true;
         st.again = false;
-        let mut busy = st.busy.clone();
-        busy.extend(self.session_routes.held(mesh).cloned());
+        let mut busy: HashMap<String, InFlight> = st
+            .busy
+            .iter()
+            .filter_map(|(d, f)| f.claimable(0).map(|c| (d.clone(), c)))
+            .collect();
+        // Destinations whose session connection is away: nothing is claimed for them.
+        busy.extend(
+            self.session_routes
+                .held(mesh)
+                .map(|d| (d.clone(), InFlight::Blocked)),
+        );
         let slug = mesh.to_string();
         let now = now_ms();
         let fut = self.db.send(DbTask::new(move |conn| {
-            store::claim_due(conn, &slug, now, free, &busy)
+            store::claim_window(conn, &slug, now, free, per_dest, &busy)
         }));
         let slug = mesh.to_string();
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
@@ -63,8 +77,8 @@ impl OutboxDrainer {
         }));
     }
 
-    /// A claim of `mesh` returned `rows`: mark their destinations busy and send them; run the
-    /// claim that was asked for meanwhile.
+    /// A claim of `mesh` returned `rows`: put them in their destinations' windows and send
+    /// them, in order; run the claim that was asked for meanwhile.
     pub(super) fn claimed(&mut self, ctx: &mut Context<Self>, mesh: &str, rows: Vec<OutboxRow>) {
         let mut again = false;
         if self.closing {
@@ -80,7 +94,10 @@ impl OutboxDrainer {
             st.claiming = false;
             again = st.again;
             for row in &rows {
-                st.busy.insert(store::destination_key(row).to_string());
+                st.busy
+                    .entry(store::destination_key(row).to_string())
+                    .or_default()
+                    .sent(row.id);
             }
         }
         for row in rows {
@@ -108,7 +125,10 @@ impl OutboxDrainer {
         }));
     }
 
-    /// Resolves, encrypts and sends one claimed row, then applies the outcome.
+    /// Sends one claimed row and applies its outcome when it comes back. A row with a target
+    /// is encrypted and handed to the connection here, synchronously, so rows reach the
+    /// connection's mailbox in the order they were claimed (the window relies on it); a row
+    /// to a name (alone in flight for it) is resolved first.
     pub(super) fn dispatch(&mut self, ctx: &mut Context<Self>, row: OutboxRow) {
         let Some(st) = self.meshes.get_mut(&row.mesh) else {
             return;
@@ -118,8 +138,12 @@ impl OutboxDrainer {
             sessions::Route::Member => (st.link.clone(), st.keys.clone()),
             sessions::Route::Session(route) => *route,
             sessions::Route::Hold => {
+                // The row leaves its window unsent (the rows behind it, same session, follow
+                // it here); the destination is held until the session's connection is back.
                 let dest = store::destination_key(&row).to_string();
-                st.busy.remove(&dest);
+                if st.busy.get_mut(&dest).is_some_and(|f| f.forget(row.id)) {
+                    st.busy.remove(&dest);
+                }
                 if let Some(session) = row.session_pubkey.as_deref() {
                     self.session_routes.hold(session, dest);
                 }
@@ -128,77 +152,104 @@ impl OutboxDrainer {
             }
         };
         let seq = self.late.sent(&row.client_message_id);
-        let db = self.db.clone();
-        let fut = async move {
-            let target = match &row.target {
-                Some(t) => t.clone(),
-                None => {
-                    let q = ResolvePeer {
-                        name: row.to.clone(),
-                        max_age_ms: 5_000,
-                        wait_ms: 1_000,
-                    };
-                    let pubkey = match link.resolve.send(q).await {
-                        Ok(Resolution::Found { pubkey }) => pubkey,
-                        Ok(Resolution::Ambiguous { .. }) => {
-                            return (row, None, Step::Unresolved("ambiguous_peer"))
-                        }
-                        Ok(_) => return (row, None, Step::Unresolved("unknown_peer")),
-                        Err(_) => return (row, None, Step::Unresolved("unknown_peer")),
-                    };
-                    // The row was claimed under its name; the target may have older rows
-                    // open (sent to the full key, or before a restart): wait behind them.
-                    let (id, t) = (row.id, pubkey.clone());
-                    match db
-                        .send(DbTask::new(move |conn| store::settle_target(conn, id, &t)))
-                        .await
-                    {
-                        Ok(Ok(Settled::Go)) => pubkey,
-                        Ok(Ok(Settled::Behind)) => return (row, Some(pubkey), Step::Behind),
-                        Ok(Err(e)) => return (row, None, Step::Deferred(e.to_string())),
-                        Err(e) => return (row, None, Step::Deferred(e.to_string())),
-                    }
-                }
+        let Some(target) = row.target.clone() else {
+            let db = self.db.clone();
+            let fut = async move {
+                let target = match resolve(&link, &db, &row).await {
+                    Ok(t) => t,
+                    Err((target, step)) => return (row, target, step),
+                };
+                let sent = send(&link, &keys, &row, &target, seq);
+                let step = match sent {
+                    Ok(request) => Step::Delivered(delivered(request.await)),
+                    Err(step) => step,
+                };
+                (row, Some(target), step)
             };
-            let payload = row.payload.clone().unwrap_or_default();
-            let body = if is_pubkey(&target) {
-                match crypto::seal_dm(&keys, &target, &payload) {
-                    Ok(b) => b,
-                    Err(e) => return (row, Some(target), Step::Permanent(format!("encrypt: {e}"))),
-                }
-            } else {
-                match std::str::from_utf8(&payload) {
-                    Ok(text) => crypto::encode_plain(text),
-                    Err(_) => {
-                        return (
-                            row,
-                            Some(target),
-                            Step::Permanent("payload is not UTF-8".into()),
-                        )
-                    }
-                }
-            };
-            let send = OutgoingSend {
-                client_message_id: row.client_message_id.clone(),
-                request_fingerprint: hex::encode(&row.fingerprint),
-                target_spec: target.clone(),
-                priority: row.priority.clone(),
-                nonce: body.nonce_b64,
-                ciphertext: body.ciphertext_b64,
-                reply_to_id: row.reply_to_id.clone(),
-            };
-            let outcome = match link.deliver.send(DeliverSend { send, seq }).await {
-                Ok(o) => o,
-                Err(e) => DeliveryOutcome::NotConnected {
-                    reason: format!("link mailbox: {e}"),
-                },
-            };
-            (row, Some(target), Step::Delivered(outcome))
+            ctx.spawn(fut.into_actor(self).map(|(row, target, step), act, ctx| {
+                act.returned(ctx, row, target, step);
+            }));
+            return;
         };
-        ctx.spawn(fut.into_actor(self).map(|(row, target, step), act, ctx| {
-            act.apply(ctx, row, target, step);
-        }));
+        match send(&link, &keys, &row, &target, seq) {
+            Ok(request) => {
+                let fut = async move { delivered(request.await) };
+                ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
+                    act.returned(ctx, row, Some(target), Step::Delivered(outcome));
+                }));
+            }
+            Err(step) => self.returned(ctx, row, Some(target), step),
+        }
     }
+}
+
+/// Resolves the name of `row` (claimed under it) and records the target, or says why the
+/// row cannot go now.
+async fn resolve(
+    link: &LinkRecipients,
+    db: &Addr<OutboxDb>,
+    row: &OutboxRow,
+) -> Result<String, (Option<String>, Step)> {
+    let q = ResolvePeer {
+        name: row.to.clone(),
+        max_age_ms: 5_000,
+        wait_ms: 1_000,
+    };
+    let pubkey = match link.resolve.send(q).await {
+        Ok(Resolution::Found { pubkey }) => pubkey,
+        Ok(Resolution::Ambiguous { .. }) => return Err((None, Step::Unresolved("ambiguous_peer"))),
+        Ok(_) | Err(_) => return Err((None, Step::Unresolved("unknown_peer"))),
+    };
+    // The row was claimed under its name; the target may have older rows open (sent to the
+    // full key, or before a restart) or rows in flight: wait behind them.
+    let (id, t) = (row.id, pubkey.clone());
+    match db
+        .send(DbTask::new(move |conn| store::settle_target(conn, id, &t)))
+        .await
+    {
+        Ok(Ok(Settled::Go)) => Ok(pubkey),
+        Ok(Ok(Settled::Behind)) => Err((Some(pubkey), Step::Behind)),
+        Ok(Err(e)) => Err((None, Step::Deferred(e.to_string()))),
+        Err(e) => Err((None, Step::Deferred(e.to_string()))),
+    }
+}
+
+/// Encrypts `row` for `target` and hands it to the connection (the message is in its
+/// mailbox when this returns); the request answers with the broker's outcome.
+fn send(
+    link: &LinkRecipients,
+    keys: &MemberKeys,
+    row: &OutboxRow,
+    target: &str,
+    seq: u64,
+) -> Result<RecipientRequest<DeliverSend>, Step> {
+    let payload = row.payload.as_deref().unwrap_or_default();
+    let body = if is_pubkey(target) {
+        crypto::seal_dm(keys, target, payload)
+            .map_err(|e| Step::Permanent(format!("encrypt: {e}")))?
+    } else {
+        match std::str::from_utf8(payload) {
+            Ok(text) => crypto::encode_plain(text),
+            Err(_) => return Err(Step::Permanent("payload is not UTF-8".into())),
+        }
+    };
+    let send = OutgoingSend {
+        client_message_id: row.client_message_id.clone(),
+        request_fingerprint: hex::encode(&row.fingerprint),
+        target_spec: target.to_string(),
+        priority: row.priority.clone(),
+        nonce: body.nonce_b64,
+        ciphertext: body.ciphertext_b64,
+        reply_to_id: row.reply_to_id.clone(),
+    };
+    Ok(link.deliver.send(DeliverSend { send, seq }))
+}
+
+/// The connection's answer, or a lost link.
+fn delivered(answer: Result<DeliveryOutcome, MailboxError>) -> DeliveryOutcome {
+    answer.unwrap_or_else(|e| DeliveryOutcome::NotConnected {
+        reason: format!("link mailbox: {e}"),
+    })
 }
 
 impl Handler<LinkEvent> for OutboxDrainer {

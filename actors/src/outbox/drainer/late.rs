@@ -95,6 +95,12 @@ impl LateAcks {
         }
     }
 
+    /// The row's dispatch is settled without its outcome (it goes back behind a failed row):
+    /// a late ack for it credits nothing.
+    pub(super) fn forget(&mut self, client_message_id: &str) {
+        self.latest.remove(client_message_id);
+    }
+
     /// A late `queued:true` ack for dispatch `seq` of `client_message_id`.
     pub(super) fn late_ack(
         &mut self,

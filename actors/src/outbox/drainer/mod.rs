@@ -1,21 +1,23 @@
 //! OutboxDrainer: accepts sends (group commit) and drains pending rows to each mesh's
 //! BrokerConnection.
 //!
-//! Accepts [`AcceptSend`], [`ListOutbox`], [`GetOutboxRow`], [`RequeueRow`], [`GetOutboxCounts`],
-//! [`CloseOutbox`] from the IPC layer and [`LinkEvent`] from the connections. Sends
+//! Accepts [`AcceptSend`], [`RequeueRow`], [`CloseOutbox`] from the IPC layer and [`LinkEvent`]
+//! from the connections (reads go to [`crate::readpool`], never here). Sends
 //! [`DeliverSend`]/[`ResolvePeer`]/[`RateLimited`] to connections and `outbox_dead` events to the
 //! InboxStore journal. SQL runs on the [`OutboxDb`] thread. Accepting never depends on a broker:
 //! with every link down, sends still commit and wait as `pending`.
 //!
-//! Drain rules (SPEC §5.4): per destination one row in flight and FIFO order; up to `window`
-//! destinations in flight per mesh; encryption at drain time; the ack outcome table decides
-//! done / pending (counted or not) / dead.
+//! Drain rules (SPEC §5.4): per destination FIFO order, up to `destination_window` rows in
+//! flight back to back (`flight`: outcomes taken in send order, a failure sends the rows
+//! behind it back to pending); up to `window` rows in flight per mesh; encryption at drain
+//! time; the ack outcome table decides done / pending (counted or not) / dead.
 //!
 //! Handlers live beside their message family: `accept` (group commit), `claim` (claim,
-//! resolve, dispatch, link events), `apply` (group apply of outcomes, close), `queries`
+//! resolve, dispatch, link events), `flight` (one destination's window), `apply` (outcomes
+//! in send order, group apply, close), `queries`
 //! (operator reads and requeue). This file holds the state, housekeeping and the stop.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ use tokio::sync::oneshot;
 mod accept;
 mod apply;
 mod claim;
+mod flight;
 mod late;
 mod queries;
 mod sessions;
@@ -93,14 +96,21 @@ struct MeshState {
     keys: MemberKeys,
     link: LinkRecipients,
     up: bool,
-    /// Destinations with a row in flight.
-    busy: HashSet<String>,
+    /// Destinations with rows in flight, each with its window.
+    busy: HashMap<String, flight::DestFlight>,
     /// A claim is running; `again` asks for another when it ends.
     claiming: bool,
     again: bool,
 }
 
 type AcceptReply = oneshot::Sender<Result<Accepted, OutboxError>>;
+
+impl MeshState {
+    /// Rows in flight over every destination.
+    fn in_flight(&self) -> usize {
+        self.busy.values().map(flight::DestFlight::len).sum()
+    }
+}
 
 /// The drainer actor.
 pub struct OutboxDrainer {
@@ -164,7 +174,7 @@ impl OutboxDrainer {
                     keys,
                     link,
                     up: false,
-                    busy: HashSet::new(),
+                    busy: HashMap::new(),
                     claiming: false,
                     again: false,
                 };

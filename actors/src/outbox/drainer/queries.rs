@@ -1,5 +1,6 @@
-//! The drainer's read and operator handlers: listing rows, one row, counts, requeue. They
-//! run on the database thread like everything else that touches `outbox.db`.
+//! The drainer's operator handler: requeue, on the database thread like every write to
+//! `outbox.db`. Reads (listing, one row, counts) do not come here: the IPC layer serves them
+//! from the read-only connections of [`crate::readpool`].
 
 use std::collections::HashSet;
 
@@ -7,7 +8,7 @@ use actix::prelude::*;
 
 use super::super::db::{DbTask, OutboxDb};
 use super::super::msg::*;
-use super::super::store::{self, OutboxRow};
+use super::super::store;
 use super::OutboxDrainer;
 use crate::time::now_ms;
 
@@ -20,30 +21,6 @@ pub(super) fn query<R: Send + 'static>(
     Box::pin(async move { Ok(fut.await??) })
 }
 
-impl Handler<ListOutbox> for OutboxDrainer {
-    type Result = ResponseFuture<Result<Vec<OutboxRow>, OutboxError>>;
-
-    fn handle(&mut self, msg: ListOutbox, _ctx: &mut Context<Self>) -> Self::Result {
-        query(&self.db, move |c| store::list(c, msg.status, msg.limit))
-    }
-}
-
-impl Handler<GetOutboxRow> for OutboxDrainer {
-    type Result = ResponseFuture<Result<Option<OutboxRow>, OutboxError>>;
-
-    fn handle(&mut self, msg: GetOutboxRow, _ctx: &mut Context<Self>) -> Self::Result {
-        query(&self.db, move |c| store::get(c, msg.id))
-    }
-}
-
-impl Handler<GetOutboxCounts> for OutboxDrainer {
-    type Result = ResponseFuture<Result<store::Counts, OutboxError>>;
-
-    fn handle(&mut self, _msg: GetOutboxCounts, _ctx: &mut Context<Self>) -> Self::Result {
-        query(&self.db, |c| store::counts(c))
-    }
-}
-
 impl Handler<RequeueRow> for OutboxDrainer {
     type Result = ResponseFuture<Result<store::Requeued, OutboxError>>;
 
@@ -54,7 +31,7 @@ impl Handler<RequeueRow> for OutboxDrainer {
         let in_flight: HashSet<String> = self
             .meshes
             .values()
-            .flat_map(|m| m.busy.iter().cloned())
+            .flat_map(|m| m.busy.keys().cloned())
             .collect();
         let claiming: HashSet<String> = self
             .meshes

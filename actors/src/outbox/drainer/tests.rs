@@ -15,10 +15,13 @@ use crate::outbox::store::{Durability, Status};
 /// Records every row id it is asked to deliver and acks it `queued:true`, except the first
 /// delivery of each id in `refuse_once` (acked "no connected peer": offline backoff).
 /// Resolves every name to `resolve_to` when set.
+/// The first delivery of each id in `fail_once` is answered with a counted error, 300 ms
+/// late (after the acks of the rows sent behind it).
 #[derive(Default)]
 struct FakeLink {
     delivered: Arc<Mutex<Vec<String>>>,
     refuse_once: Vec<String>,
+    fail_once: Vec<String>,
     resolve_to: Option<String>,
 }
 
@@ -27,25 +30,41 @@ impl Actor for FakeLink {
 }
 
 impl Handler<DeliverSend> for FakeLink {
-    type Result = MessageResult<DeliverSend>;
+    type Result = ResponseFuture<DeliveryOutcome>;
 
     fn handle(&mut self, msg: DeliverSend, _ctx: &mut Context<Self>) -> Self::Result {
         let id = msg.send.client_message_id;
         self.delivered.lock().unwrap().push(id.clone());
         if let Some(i) = self.refuse_once.iter().position(|r| *r == id) {
             self.refuse_once.remove(i);
-            return MessageResult(DeliveryOutcome::Acked {
-                queued: false,
-                message_id: String::new(),
-                error: Some("no connected peer for target".into()),
-                duplicate: false,
+            return Box::pin(async {
+                DeliveryOutcome::Acked {
+                    queued: false,
+                    message_id: String::new(),
+                    error: Some("no connected peer for target".into()),
+                    duplicate: false,
+                }
             });
         }
-        MessageResult(DeliveryOutcome::Acked {
-            queued: true,
-            message_id: format!("bm-{id}"),
-            error: None,
-            duplicate: false,
+        if let Some(i) = self.fail_once.iter().position(|r| *r == id) {
+            self.fail_once.remove(i);
+            return Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                DeliveryOutcome::Acked {
+                    queued: false,
+                    message_id: String::new(),
+                    error: Some("internal error".into()),
+                    duplicate: false,
+                }
+            });
+        }
+        Box::pin(async move {
+            DeliveryOutcome::Acked {
+                queued: true,
+                message_id: format!("bm-{id}"),
+                error: None,
+                duplicate: false,
+            }
         })
     }
 }
@@ -265,4 +284,65 @@ async fn a_name_resolved_at_drain_time_does_not_overtake_an_older_row_to_its_tar
         .find(|row| row.client_message_id == "b")
         .unwrap();
     assert_eq!(b.attempts, 0, "waiting behind A is not an attempt");
+}
+
+/// Issue 10 item 3: ten rows to one destination go out back to back. Row 3 fails, and its
+/// answer comes back after the `queued:true` acks of rows 4–9 (the broker had queued them).
+/// Those rows must not be recorded done ahead of row 3: they go back to pending (not
+/// counted) and are sent again after row 3's retry, in order. Rows are done in FIFO order.
+#[actix::test]
+async fn a_failed_row_sends_the_rows_behind_it_again_after_its_retry_in_order() {
+    let ids: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+    let sends: Vec<NewSend> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| topic_send(id, i, "#t", Some("#t")))
+        .collect();
+    let link = FakeLink {
+        fail_once: vec!["r3".into()],
+        ..FakeLink::default()
+    };
+    let tuning = OutboxTuning {
+        destination_window: 32,
+        ..OutboxTuning::default()
+    };
+    let r = rig_of(&sends, tuning, link);
+    r.drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
+    assert!(wait_for(|| r.delivered.lock().unwrap().len() == 17).await);
+    let mut expected: Vec<String> = ids.clone();
+    expected.extend(ids[3..].iter().cloned());
+    assert_eq!(*r.delivered.lock().unwrap(), expected);
+    let mut rows = Vec::new();
+    for _ in 0..250 {
+        rows =
+            r.db.send(DbTask::new(|conn| store::list(conn, None, 100)))
+                .await
+                .unwrap()
+                .unwrap();
+        if rows.iter().all(|row| row.status == Status::Done) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rows.sort_by_key(|row| row.id);
+    assert!(
+        rows.iter().all(|row| row.status == Status::Done),
+        "{rows:?}"
+    );
+    let attempts: Vec<i64> = rows.iter().map(|row| row.attempts).collect();
+    assert_eq!(
+        attempts,
+        [0, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+        "only row 3 failed"
+    );
+    let done_at: Vec<i64> = rows.iter().map(|row| row.delivered_at.unwrap()).collect();
+    assert!(
+        done_at.windows(2).all(|w| w[0] <= w[1]),
+        "done in FIFO order: {done_at:?}"
+    );
+    assert!(done_at[4] >= done_at[3], "row 4 is not done before row 3");
+    assert_eq!(
+        rows[4].last_error.as_deref(),
+        Some(crate::outbox::outcome::BEHIND_FAILURE_ERROR)
+    );
 }

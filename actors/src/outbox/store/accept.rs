@@ -41,45 +41,93 @@ struct Existing {
     last_error: Option<String>,
 }
 
-fn accept_one(tx: &Transaction<'_>, send: &NewSend, now_ms: i64) -> Result<Accepted, StoreError> {
-    let client_message_id = send
-        .client_message_id
-        .clone()
-        .unwrap_or_else(mint_client_message_id);
-    let existing = tx
-        .prepare_cached(
-            "SELECT id, status, request_fingerprint, broker_message_id, last_error
-               FROM outbox WHERE client_message_id = ?1",
-        )
-        .and_then(|mut st| {
-            st.query_row([&client_message_id], |r| {
-                Ok(Existing {
-                    id: r.get(0)?,
-                    status: r.get(1)?,
-                    fingerprint: r.get(2)?,
-                    broker_message_id: r.get(3)?,
-                    last_error: r.get(4)?,
-                })
-            })
-            .optional()
-        })
-        .map_err(StoreError::sql("accept: look up id"))?;
-    let Some(row) = existing else {
-        let id = insert(tx, send, &client_message_id, now_ms)?;
-        return Ok(Accepted::Queued {
-            id,
-            client_message_id,
-        });
+/// The answer for a send whose id is already taken, read without writing: `None` when no row
+/// has `client_message_id` (only the writer may insert it). Meant for a read-only connection
+/// (SPEC §5.3 lookups that do not write): the row's state in that snapshot was true at some
+/// moment during the request, so the answer is as valid as the writer's.
+pub fn lookup(
+    conn: &Connection,
+    client_message_id: &str,
+    fingerprint: &[u8; 32],
+) -> Result<Option<Accepted>, StoreError> {
+    let Some(row) = find(conn, client_message_id)? else {
+        return Ok(None);
     };
-    let status = row.status.parse::<Status>().map_err(|e| StoreError::Sql {
+    let status = parse_status(&row.status)?;
+    Ok(Some(decide(
+        row,
+        status,
+        fingerprint,
+        client_message_id.to_owned(),
+    )))
+}
+
+fn parse_status(status: &str) -> Result<Status, StoreError> {
+    status.parse::<Status>().map_err(|e| StoreError::Sql {
         operation: "accept: read status",
         source: rusqlite::Error::FromSqlConversionFailure(
             1,
             rusqlite::types::Type::Text,
             Box::new(e),
         ),
+    })
+}
+
+/// The row holding `client_message_id`, if any.
+fn find(conn: &Connection, client_message_id: &str) -> Result<Option<Existing>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id, status, request_fingerprint, broker_message_id, last_error
+               FROM outbox WHERE client_message_id = ?1",
+    )
+    .and_then(|mut st| {
+        st.query_row([client_message_id], |r| {
+            Ok(Existing {
+                id: r.get(0)?,
+                status: r.get(1)?,
+                fingerprint: r.get(2)?,
+                broker_message_id: r.get(3)?,
+                last_error: r.get(4)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(StoreError::sql("accept: look up id"))
+}
+
+fn accept_one(tx: &Transaction<'_>, send: &NewSend, now_ms: i64) -> Result<Accepted, StoreError> {
+    let (client_message_id, minted) = match &send.client_message_id {
+        Some(id) => (id.clone(), false),
+        None => (mint_client_message_id(), true),
+    };
+    // A name resolved now may wake queued rows before its insert (see `insert`): look the id
+    // up first there. Everywhere else the insert goes first and the id's row is read only
+    // when it is taken: one statement per new row instead of two.
+    let resolved_name = send.target.as_deref().is_some_and(|t| t != send.to);
+    if resolved_name && !minted {
+        if let Some(row) = find(tx, &client_message_id)? {
+            return answer_existing(row, &send.fingerprint, client_message_id);
+        }
+    }
+    if let Some(id) = insert(tx, send, &client_message_id, now_ms)? {
+        return Ok(Accepted::Queued {
+            id,
+            client_message_id,
+        });
+    }
+    let row = find(tx, &client_message_id)?.ok_or(StoreError::RowNotFound {
+        operation: "accept: read the row holding the id",
+        id: 0,
     })?;
-    Ok(decide(row, status, &send.fingerprint, client_message_id))
+    answer_existing(row, &send.fingerprint, client_message_id)
+}
+
+fn answer_existing(
+    row: Existing,
+    fingerprint: &[u8; 32],
+    client_message_id: String,
+) -> Result<Accepted, StoreError> {
+    let status = parse_status(&row.status)?;
+    Ok(decide(row, status, fingerprint, client_message_id))
 }
 
 /// The SPEC §5.3 table for an existing row.
@@ -165,13 +213,14 @@ fn newest_open_target(
     Ok(newest.and_then(|(_, _, target)| target))
 }
 
-/// Inserts a new pending row, due now; returns its row id.
+/// Inserts a new pending row, due now; returns its row id, or `None` when a row already holds
+/// `client_message_id` (nothing is inserted then).
 fn insert(
     tx: &Transaction<'_>,
     send: &NewSend,
     client_message_id: &str,
     now_ms: i64,
-) -> Result<i64, StoreError> {
+) -> Result<Option<i64>, StoreError> {
     let payload_bytes = i64::try_from(send.payload.len()).unwrap_or(i64::MAX);
     // A name resolved now must not overtake earlier sends to the same name that still wait
     // unresolved (accepted while the broker was down): queue behind them, unresolved too, so
@@ -194,28 +243,30 @@ fn insert(
         // neither overtakes it nor travels beside it (SPEC §5.4: FIFO, one in flight).
         None => newest_open_target(tx, &send.mesh, &send.to)?,
     };
-    tx.prepare_cached(
-        "INSERT INTO outbox (client_message_id, request_fingerprint, payload, payload_bytes,
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO outbox (client_message_id, request_fingerprint, payload, payload_bytes,
              enqueued_at, attempts, next_attempt_at, status, mesh, to_spec, target, priority,
              meta, reply_to_id, session_pubkey)
-         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5, 'pending', ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )
-    .and_then(|mut st| {
-        st.execute(rusqlite::params![
-            client_message_id,
-            send.fingerprint,
-            send.payload,
-            payload_bytes,
-            now_ms,
-            send.mesh,
-            send.to,
-            target,
-            send.priority,
-            send.meta,
-            send.reply_to_id,
-            send.session_pubkey,
-        ])
-    })
-    .map_err(StoreError::sql("accept: insert"))?;
-    Ok(tx.last_insert_rowid())
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5, 'pending', ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (client_message_id) DO NOTHING",
+        )
+        .and_then(|mut st| {
+            st.execute(rusqlite::params![
+                client_message_id,
+                send.fingerprint,
+                send.payload,
+                payload_bytes,
+                now_ms,
+                send.mesh,
+                send.to,
+                target,
+                send.priority,
+                send.meta,
+                send.reply_to_id,
+                send.session_pubkey,
+            ])
+        })
+        .map_err(StoreError::sql("accept: insert"))?;
+    Ok((inserted == 1).then(|| tx.last_insert_rowid()))
 }

@@ -110,17 +110,31 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<OutboxRow>, StoreError> 
     rows::by_id(conn, id, "get")
 }
 
-/// Row counts by status and the age of the oldest pending row.
+/// Row counts by status and the age of the oldest pending row, in time independent of the
+/// outbox size (SPEC §8 "Cost"): five rows of `outbox_counts` (kept by triggers in the
+/// transactions that change rows) and one descent of the `(status, enqueued_at)` index. Meant
+/// for a read-only connection ([`crate::readpool`]): one read transaction, so the counts and the
+/// oldest time are of one snapshot.
 pub fn counts(conn: &Connection) -> Result<Counts, StoreError> {
     let mut c = Counts::default();
     let mut st = conn
-        .prepare_cached("SELECT status, count(*) FROM outbox GROUP BY status")
+        .prepare_cached(
+            "SELECT status, n FROM outbox_counts
+             UNION ALL SELECT '', (SELECT min(enqueued_at) FROM outbox WHERE status = 'pending')",
+        )
         .map_err(StoreError::sql("counts"))?;
     let by_status = st
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+        })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(StoreError::sql("counts"))?;
-    for (status, n) in by_status {
+    for (status, value) in by_status {
+        if status.is_empty() {
+            c.oldest_pending_enqueued_at = value;
+            continue;
+        }
+        let n = value.unwrap_or(0);
         match status.parse::<Status>() {
             Ok(Status::Pending) => c.pending = n,
             Ok(Status::Inflight) => c.inflight = n,
@@ -131,13 +145,6 @@ pub fn counts(conn: &Connection) -> Result<Counts, StoreError> {
             Err(e) => log::warn!("outbox counts: {e}"),
         }
     }
-    c.oldest_pending_enqueued_at = conn
-        .query_row(
-            "SELECT min(enqueued_at) FROM outbox WHERE status = 'pending'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(StoreError::sql("counts: oldest pending"))?;
     Ok(c)
 }
 

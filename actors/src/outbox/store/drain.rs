@@ -1,85 +1,10 @@
 //! The drain state machine of SPEC §5.4: claiming due rows in per-destination FIFO order,
 //! applying broker outcomes, crash recovery, expiry and waking rows when a peer returns.
 
-use std::collections::HashSet;
-
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::rows::{self, not_updated, COLUMNS};
 use super::{OutboxRow, RetryOutcome, StoreError, EXPIRED_ERROR};
-
-/// The oldest pending row of every destination of mesh `?1` that is due at `?2` and whose
-/// destination has no row inflight, oldest first, with its destination key.
-///
-/// `dests` walks the distinct destinations with one index seek each (a skip scan over
-/// `outbox_pending_dest`); `heads` takes each one's oldest row with one more seek. The cost
-/// grows with the number of destinations, not with the length of their queues.
-pub(super) const DUE_HEADS: &str = "
-WITH RECURSIVE dests(d) AS (
-    SELECT (SELECT dest FROM outbox WHERE status = 'pending' AND mesh = ?1
-             ORDER BY dest LIMIT 1)
-    UNION ALL
-    SELECT (SELECT dest FROM outbox WHERE status = 'pending' AND mesh = ?1 AND dest > dests.d
-             ORDER BY dest LIMIT 1)
-      FROM dests WHERE dests.d IS NOT NULL
-),
-heads(id) AS (
-    SELECT (SELECT id FROM outbox WHERE status = 'pending' AND mesh = ?1 AND dest = dests.d
-             ORDER BY enqueued_at, id LIMIT 1)
-      FROM dests
-     WHERE dests.d IS NOT NULL
-       AND NOT EXISTS (SELECT 1 FROM outbox WHERE status = 'inflight' AND mesh = ?1
-                          AND dest = dests.d)
-)
-SELECT o.id, o.dest FROM heads JOIN outbox o ON o.id = heads.id
- WHERE o.next_attempt_at <= ?2
- ORDER BY o.enqueued_at, o.id";
-
-/// Claims up to `limit` due rows of `mesh` and sets them `inflight` (one transaction).
-///
-/// Per destination ([`super::destination_key`]) only the oldest pending row is considered; it
-/// is claimed if it is due (`next_attempt_at <= now_ms`), its destination is not in `busy`
-/// and no row of that destination is already `inflight` in the database. A head row that is
-/// backing off therefore holds back the later rows of its destination: that keeps order.
-/// Rows are returned oldest first.
-pub fn claim_due(
-    conn: &mut Connection,
-    mesh: &str,
-    now_ms: i64,
-    limit: usize,
-    busy: &HashSet<String>,
-) -> Result<Vec<OutboxRow>, StoreError> {
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(StoreError::sql("claim: begin"))?;
-    let heads: Vec<(i64, String)> = tx
-        .prepare_cached(DUE_HEADS)
-        .and_then(|mut st| {
-            st.query_map((mesh, now_ms), |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
-        })
-        .map_err(StoreError::sql("claim: find due rows"))?;
-    let mut claimed = Vec::new();
-    {
-        let mut st = tx
-            .prepare_cached(&format!(
-                "UPDATE outbox SET status = 'inflight' WHERE id = ?1 AND status = 'pending'
-                 RETURNING {COLUMNS}"
-            ))
-            .map_err(StoreError::sql("claim: prepare"))?;
-        for (id, _) in heads.iter().filter(|(_, d)| !busy.contains(d)).take(limit) {
-            let row = st
-                .query_row([id], rows::from_sql)
-                .map_err(StoreError::sql("claim: set inflight"))?;
-            claimed.push(row);
-        }
-    }
-    tx.commit().map_err(StoreError::sql("claim: commit"))?;
-    Ok(claimed)
-}
 
 /// Records the broker's `queued:true` ack: the row becomes `done` with its message id.
 ///

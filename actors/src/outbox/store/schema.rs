@@ -88,11 +88,42 @@ const V3: &str = "
 ALTER TABLE outbox ADD COLUMN session_pubkey TEXT;
 ";
 
+/// Version 4: row counts by status kept in the transactions that change the rows (SPEC §8
+/// "Cost"): health, metrics and status read five rows instead of counting the outbox. Seeded
+/// from the rows the file holds when the migration runs (an adopted TypeScript outbox
+/// included); the triggers keep it exact from then on, whoever writes (a rolled-back
+/// transaction rolls its counts back too).
+const V4: &str = "
+CREATE TABLE outbox_counts (
+    status TEXT PRIMARY KEY,
+    n      INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO outbox_counts (status, n)
+    SELECT s.status, (SELECT count(*) FROM outbox o WHERE o.status = s.status)
+      FROM (SELECT 'pending' AS status UNION ALL SELECT 'inflight' UNION ALL SELECT 'done'
+            UNION ALL SELECT 'dead' UNION ALL SELECT 'aborted') s;
+CREATE TRIGGER outbox_counts_insert AFTER INSERT ON outbox BEGIN
+    UPDATE outbox_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+CREATE TRIGGER outbox_counts_update AFTER UPDATE OF status ON outbox
+    WHEN OLD.status <> NEW.status BEGIN
+    UPDATE outbox_counts SET n = n - 1 WHERE status = OLD.status;
+    UPDATE outbox_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+CREATE TRIGGER outbox_counts_delete AFTER DELETE ON outbox BEGIN
+    UPDATE outbox_counts SET n = n - 1 WHERE status = OLD.status;
+END;
+";
+
+/// The version that adds `outbox_counts` (a file below it is seeded from its rows).
+#[cfg(test)]
+pub(super) const COUNTS_VERSION: i64 = 4;
+
 /// The migrations, version `i + 1` at index `i`. Append only; never edit a released one.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this binary writes; a database with a higher one is refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
@@ -240,6 +271,19 @@ fn apply(conn: &Connection, version: i64, sql: &str) -> rusqlite::Result<()> {
 pub(super) fn apply_all(conn: &Connection) -> rusqlite::Result<()> {
     for (sql, version) in MIGRATIONS.iter().zip(1i64..) {
         apply(conn, version, sql)?;
+    }
+    Ok(())
+}
+
+/// Builds the schema of an older binary: migrations 1 to `version` only (tests of the
+/// forward migration).
+#[cfg(test)]
+pub(super) fn apply_up_to(conn: &Connection, version: i64) -> rusqlite::Result<()> {
+    for (sql, v) in MIGRATIONS.iter().zip(1i64..) {
+        if v > version {
+            break;
+        }
+        apply(conn, v, sql)?;
     }
     Ok(())
 }

@@ -351,3 +351,30 @@ fn the_open_row_lookup_of_an_unresolved_accept_seeks_an_index() {
         "{plan:?}"
     );
 }
+
+#[test]
+fn a_lookup_off_the_writer_answers_a_repeated_id_as_the_writer_would() {
+    let (_dir, _path, mut conn) = temp_db();
+    assert_eq!(lookup(&conn, "free", &[1; 32]).unwrap(), None);
+    let p = queue(&mut conn, send(Some("p"), 1, "*", Some("*")), NOW);
+    let i = queue(&mut conn, send(Some("i"), 2, "#a", Some("#a")), NOW);
+    let d = queue(&mut conn, send(Some("d"), 3, "#b", Some("#b")), NOW);
+    let x = queue(&mut conn, send(Some("x"), 4, "#c", Some("#c")), NOW);
+    claim_ids(&mut conn, NOW, 10);
+    release_claims(&mut conn, &[p]).unwrap();
+    mark_done(&conn, d, "bm-d", NOW + 1).unwrap();
+    mark_dead(&conn, x, "refused", NOW + 1).unwrap();
+    let _ = i;
+    for (id, fp, to) in [
+        ("p", 1, "*"),
+        ("i", 2, "#a"),
+        ("d", 3, "#b"),
+        ("x", 4, "#c"),
+    ] {
+        for fp in [fp, 99] {
+            let read = lookup(&conn, id, &[fp; 32]).unwrap();
+            let written = accept1(&mut conn, send(Some(id), fp, to, Some(to)), NOW + 2);
+            assert_eq!(read, Some(written), "{id} fp {fp}");
+        }
+    }
+}

@@ -207,7 +207,7 @@ fn claim_query_seeks_indexes_instead_of_scanning_the_table() {
     let plan: Vec<String> = conn
         .prepare(&format!(
             "EXPLAIN QUERY PLAN {}",
-            crate::outbox::store::drain::DUE_HEADS
+            crate::outbox::store::claim::DUE_HEADS
         ))
         .unwrap()
         .query_map(("m1", NOW), |r| r.get::<_, String>(3))

@@ -3,6 +3,8 @@
 
 mod accept;
 mod admin;
+mod claim;
+mod counts;
 mod drain;
 mod open;
 
