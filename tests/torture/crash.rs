@@ -64,7 +64,8 @@ fn kill9_run(o: &Opts, rng: &mut Rng, dedupe: bool, n: usize, kills: usize) -> O
     let mut restarts = 0;
     let t0 = std::time::Instant::now();
     for g in 0..groups {
-        if points.binary_search(&g).is_ok() {
+        let planned = points.binary_search(&g).is_ok();
+        if planned {
             kill_later(pid_of(&alice), rng.range(0, 30));
         }
         let lo = g * PARALLEL;
@@ -85,6 +86,11 @@ fn kill9_run(o: &Opts, rng: &mut Rng, dedupe: bool, n: usize, kills: usize) -> O
                 .map(|h| h.join().unwrap_or_default())
                 .collect()
         });
+        // A group can finish before its kill lands: wait for it, so the next planned kill
+        // finds the restarted daemon, not this one.
+        if planned {
+            crate::harness::wait_until(Duration::from_secs(2), || alice.exited());
+        }
         let cut = group.iter().any(|one| !one.maybe.is_empty());
         for one in group {
             sends.absorb(one);
