@@ -45,6 +45,7 @@ pub fn route_label(path: &str) -> &'static str {
         "/v1/version" => "/v1/version",
         "/v1/health" => "/v1/health",
         "/v1/metrics" => "/v1/metrics",
+        "/v1/openapi.json" => "/v1/openapi.json",
         "/v1/peers" => "/v1/peers",
         "/v1/profile" => "/v1/profile",
         "/v1/outbox" => "/v1/outbox",

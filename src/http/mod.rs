@@ -21,6 +21,7 @@ pub mod guard;
 pub mod inbox;
 pub mod limits;
 pub mod mesh;
+pub mod openapi;
 pub mod outbox;
 pub mod prom;
 pub mod query;
@@ -37,8 +38,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use actix_web::dev::{HttpServiceFactory, ServiceRequest};
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::from_fn;
-use actix_web::{web, HttpResponse, Resource};
+use actix_web::{web, HttpRequest, HttpResponse, Resource, ResponseError, Scope};
 use claudemesh_actors::handles::Handles;
 
 use error::ApiError;
@@ -88,36 +90,50 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(api(ctx_of));
 }
 
+/// Declares the route table once: [`ROUTES`] (method, path) — what the OpenAPI document is
+/// checked against — and `mount`, which adds the same resources to a scope. Order matters
+/// (a literal segment before `{id}`), so the table keeps the order it is written in.
+macro_rules! route_table {
+    ($( $path:literal => [ $( $method:ident => $handler:path ),+ ] ),* $(,)?) => {
+        /// Every (method, path pattern) the router serves, in mount order.
+        pub const ROUTES: &[(&str, &str)] = &[ $( $( (stringify!($method), $path), )+ )* ];
+
+        fn mount(scope: Scope) -> Scope {
+            scope $( .service(resource($path) $( .route(web::$method().to($handler)) )+ ) )*
+        }
+    };
+}
+
+route_table! {
+    "/v1/send" => [post => send::send],
+    "/v1/inbox" => [get => inbox::list, delete => inbox::delete_all],
+    // Before `{id}`, so `GET /v1/inbox/seen` is a 405, not a row id.
+    "/v1/inbox/seen" => [post => inbox::seen],
+    "/v1/inbox/{id}" => [delete => inbox::delete_one],
+    "/v1/sessions" => [get => sessions::list],
+    "/v1/sessions/register" => [post => sessions::register],
+    "/v1/sessions/me" => [get => sessions::me],
+    "/v1/sessions/{token}" => [delete => sessions::deregister],
+    "/v1/events" => [get => events::events],
+    "/v1/version" => [get => status::version],
+    "/v1/health" => [get => status::health],
+    "/v1/metrics" => [get => status::metrics],
+    "/v1/openapi.json" => [get => openapi::document],
+    "/v1/peers" => [get => mesh::peers],
+    "/v1/profile" => [post => mesh::profile],
+    "/v1/outbox" => [get => outbox::list],
+    // Before `{id}`, so `GET /v1/outbox/requeue` is a 405, not a lookup of row "requeue".
+    "/v1/outbox/requeue" => [post => outbox::requeue],
+    "/v1/outbox/{id}" => [get => outbox::get],
+}
+
 /// The route table behind the guard (also used by the tests with a fixed context).
 pub fn api(ctx_of: CtxSource) -> impl HttpServiceFactory {
-    web::scope("")
+    mount(web::scope(""))
+        .default_service(web::to(not_found))
         .wrap(from_fn(move |req, next| {
             guard::guard(req, next, Rc::clone(&ctx_of))
         }))
-        .service(resource("/v1/send").route(web::post().to(send::send)))
-        .service(
-            resource("/v1/inbox")
-                .route(web::get().to(inbox::list))
-                .route(web::delete().to(inbox::delete_all)),
-        )
-        // Before `{id}`, so `GET /v1/inbox/seen` is a 405, not a row id.
-        .service(resource("/v1/inbox/seen").route(web::post().to(inbox::seen)))
-        .service(resource("/v1/inbox/{id}").route(web::delete().to(inbox::delete_one)))
-        .service(resource("/v1/sessions").route(web::get().to(sessions::list)))
-        .service(resource("/v1/sessions/register").route(web::post().to(sessions::register)))
-        .service(resource("/v1/sessions/me").route(web::get().to(sessions::me)))
-        .service(resource("/v1/sessions/{token}").route(web::delete().to(sessions::deregister)))
-        .service(resource("/v1/events").route(web::get().to(events::events)))
-        .service(resource("/v1/version").route(web::get().to(status::version)))
-        .service(resource("/v1/health").route(web::get().to(status::health)))
-        .service(resource("/v1/metrics").route(web::get().to(status::metrics)))
-        .service(resource("/v1/peers").route(web::get().to(mesh::peers)))
-        .service(resource("/v1/profile").route(web::post().to(mesh::profile)))
-        .service(resource("/v1/outbox").route(web::get().to(outbox::list)))
-        // Before `{id}`, so `GET /v1/outbox/requeue` is a 405, not a lookup of row "requeue".
-        .service(resource("/v1/outbox/requeue").route(web::post().to(outbox::requeue)))
-        .service(resource("/v1/outbox/{id}").route(web::get().to(outbox::get)))
-        .default_service(web::to(not_found))
 }
 
 /// A resource whose unmatched methods answer 405 JSON.
@@ -129,8 +145,25 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// 405 JSON with `Allow` (RFC 9110 §15.5.6): the methods [`ROUTES`] has for the pattern.
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let mut resp = ApiError::MethodNotAllowed.error_response();
+    if let Some(pattern) = req.match_pattern() {
+        if let Ok(allow) = HeaderValue::from_str(&allowed_methods(&pattern)) {
+            resp.headers_mut().insert(header::ALLOW, allow);
+        }
+    }
+    resp
+}
+
+/// `GET, DELETE` for a route pattern of [`ROUTES`] (empty for an unknown one).
+fn allowed_methods(pattern: &str) -> String {
+    ROUTES
+        .iter()
+        .filter(|(_, p)| *p == pattern)
+        .map(|(m, _)| m.to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

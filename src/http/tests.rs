@@ -220,3 +220,58 @@ fn local_token_debug_never_shows_the_token() {
     let shown = format!("{:?}", LocalToken(TOKEN.into()));
     assert!(!shown.contains(TOKEN));
 }
+
+#[actix_web::test]
+async fn the_openapi_document_is_served_as_in_the_repository() {
+    let fx = Fixture::new();
+    let (status, body, headers) =
+        call(&fx, authed(TestRequest::get().uri("/v1/openapi.json"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers.get(header::CONTENT_TYPE).unwrap(),
+        "application/json"
+    );
+    let file: Value = serde_json::from_str(super::openapi::DOCUMENT).unwrap();
+    assert_eq!(body, file);
+    // Without the token it is refused like every other route.
+    let (status, _, _) = call(&fx, TestRequest::get().uri("/v1/openapi.json")).await;
+    assert_eq!(status, 401);
+}
+
+#[actix_web::test]
+async fn every_declared_route_reaches_a_handler() {
+    let fx = Fixture::new();
+    for (method, path) in super::ROUTES {
+        let uri = path
+            .replace("{id}", "1")
+            .replace("{token}", &"a".repeat(64));
+        let m = actix_web::http::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let (status, body, _) = call(&fx, authed(TestRequest::default().method(m).uri(&uri))).await;
+        assert_ne!(status, 405, "{method} {path}");
+        assert_ne!(body["error"], "not_found", "{method} {path}: {body}");
+    }
+}
+
+#[actix_web::test]
+async fn a_405_names_the_allowed_methods() {
+    // RFC 9110 §15.5.6: a 405 carries `Allow` (found by schemathesis, check ST204).
+    let fx = Fixture::new();
+    for (method, uri, allow) in [
+        ("TRACE", "/v1/version", "GET"),
+        ("PUT", "/v1/inbox", "GET, DELETE"),
+        ("GET", "/v1/send", "POST"),
+        ("PATCH", "/v1/outbox/7", "GET"),
+        ("GET", "/v1/sessions/abc", "DELETE"),
+    ] {
+        let m = actix_web::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let (status, body, headers) =
+            call(&fx, authed(TestRequest::default().method(m).uri(uri))).await;
+        assert_eq!(status, 405, "{method} {uri}");
+        assert_eq!(body["error"], "method_not_allowed");
+        assert_eq!(
+            headers.get(header::ALLOW).map(|v| v.to_str().unwrap()),
+            Some(allow),
+            "{method} {uri}"
+        );
+    }
+}
