@@ -354,7 +354,13 @@ pub struct World {
 
 impl World {
     pub fn new(members: &str, broker_flags: &[&str]) -> World {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let mut dir = tempfile::tempdir().expect("tempdir");
+        // TORTURE_KEEP=1 leaves the world's files (state, databases, daemon logs) behind for
+        // a post-mortem; the path is printed.
+        if std::env::var_os("TORTURE_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("harness: keeping {}", dir.path().display());
+        }
         let state = dir.path().join("broker");
         let broker = Broker::start(&state, 0, broker_flags);
         let mesh = create_mesh(&state, &broker.url, members, &dir.path().join("out"));

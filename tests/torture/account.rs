@@ -136,7 +136,14 @@ pub fn inbox_counts(d: &Daemon) -> Option<HashMap<String, usize>> {
 /// delivered (seed: drained to the receiver's socket; head: `client_ack`ed).
 pub fn wire_counts(broker_state: &Path) -> HashMap<String, (usize, bool)> {
     let mut counts: HashMap<String, (usize, bool)> = HashMap::new();
-    for row in claudemesh_devbroker::queue_rows_in(broker_state).unwrap_or_default() {
+    // A failed read must not pass for an empty queue (every copy would look "not queued").
+    let rows = claudemesh_devbroker::queue_rows_in(broker_state).unwrap_or_else(|e| {
+        panic!(
+            "reading the broker queue in {}: {e}",
+            broker_state.display()
+        )
+    });
+    for row in rows {
         if let Some(id) = row.client_message_id {
             let e = counts.entry(id).or_default();
             e.0 += 1;
@@ -191,6 +198,12 @@ pub fn settle_many(
         }
         Some(all)
     };
+    // TORTURE_SETTLE_SECS overrides the wait (a diagnostic: 0 takes the final snapshot while
+    // the run is still draining, which the accounting must survive without false losses).
+    let timeout = std::env::var("TORTURE_SETTLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(timeout, Duration::from_secs);
     let start = Instant::now();
     let mut inbox = HashMap::new();
     while start.elapsed() < timeout {
@@ -214,6 +227,15 @@ pub fn settle_many(
         }
         std::thread::sleep(Duration::from_secs(2));
     }
+    // The final snapshots are taken upstream first — the sender's outbox, then the broker's
+    // queue, then the inboxes — so a message that moves on between two reads is only ever seen
+    // further along than it was. Read downstream first (as this harness once did), a message
+    // sent and acked between the queue read and the outbox read showed as "outbox done, broker
+    // not queued", and one pushed between the inbox read and the queue read as "broker
+    // delivered, not in the inbox": false losses whenever the deadline caught a run still
+    // draining.
+    let outbox = outbox_statuses(sender);
+    let wire = wire_counts(broker_state);
     // Late copies (a redelivery in flight) show up within the next moment. The final count
     // must be read whole: a stale snapshot would count arrivals as lost.
     std::thread::sleep(Duration::from_millis(1500));
@@ -226,8 +248,29 @@ pub fn settle_many(
         }
         std::thread::sleep(Duration::from_secs(2));
     }
-    let wire = wire_counts(broker_state);
-    let outbox = outbox_statuses(sender);
+    // A push the broker had already handed over may still be on its way into an inbox (a
+    // loaded receiver): read again while the missing set keeps shrinking (bounded).
+    let missing = |inbox: &HashMap<String, usize>| {
+        sends
+            .accepted
+            .iter()
+            .filter(|id| !inbox.contains_key(*id))
+            .count()
+    };
+    for _ in 0..10 {
+        let before = missing(&inbox);
+        if unreadable || before == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        match merged() {
+            Some(c) => inbox = c,
+            None => break,
+        }
+        if missing(&inbox) == before {
+            break;
+        }
+    }
     let open = |id: &str| {
         outbox
             .get(id)
@@ -245,15 +288,30 @@ pub fn settle_many(
     for id in sends.accepted.iter().chain(maybe_arrived) {
         t.accepted += 1;
         match inbox.get(id).copied().unwrap_or(0) {
-            0 if open(id) => t.stuck += 1,
+            0 if open(id) => {
+                if std::env::var_os("TORTURE_VERBOSE").is_some() {
+                    eprintln!("torture: stuck in outbox {id}: {:?}", outbox.get(id));
+                }
+                t.stuck += 1;
+            }
             // Still undelivered in the broker's queue (a head claim waiting for a trigger):
             // pending, not gone.
             0 if wire.get(id).is_some_and(|w| !w.1) => {
+                if std::env::var_os("TORTURE_VERBOSE").is_some() {
+                    eprintln!("torture: stuck at broker {id}: outbox {:?}", outbox.get(id));
+                }
                 t.stuck += 1;
                 t.stuck_at_broker += 1;
             }
             0 => {
                 t.lost += 1;
+                if std::env::var_os("TORTURE_VERBOSE").is_some() {
+                    eprintln!(
+                        "torture: lost {id}: outbox {:?}, broker {:?}",
+                        outbox.get(id),
+                        wire.get(id)
+                    );
+                }
                 let row = outbox.get(id).map_or("no row", String::as_str);
                 let broker = match wire.get(id) {
                     None => "not queued",
