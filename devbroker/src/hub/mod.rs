@@ -26,6 +26,8 @@
 //! - Every member change made by `dev-mesh` is seen without a restart: members are read from
 //!   the database at each hello and send; revocations are polled every 200 ms.
 
+#[cfg(test)]
+mod batch_tests;
 mod drain;
 mod head_hello;
 mod hello;
@@ -230,18 +232,43 @@ impl Hub {
         }
     }
 
-    /// Commits the batch (rolls it back if the commit fails), then writes the held frames.
+    /// Commits the batch, then writes the held frames. If the commit fails, the batch is rolled
+    /// back and none of its frames is written: an ack there would name a row that is not stored.
+    /// Each socket that had frames held is closed with 1011 instead, as a broker that failed
+    /// mid-request would, so its client sends again whatever it has not seen acked.
     fn end_batch(&mut self) {
-        if std::mem::take(&mut self.in_batch) {
-            if let Err(err) = self.db.execute_batch("COMMIT") {
+        let committed = !std::mem::take(&mut self.in_batch) || self.commit_batch();
+        let held = std::mem::take(self.held.get_mut());
+        if committed {
+            for (tx, out) in held {
+                let _ = tx.send(out);
+            }
+            return;
+        }
+        let mut closed: Vec<tokio::sync::mpsc::UnboundedSender<Outgoing>> = Vec::new();
+        for (tx, _) in held {
+            if closed.iter().any(|c| c.same_channel(&tx)) {
+                continue;
+            }
+            let _ = tx.send(Outgoing::Close {
+                code: 1011,
+                reason: "internal error".into(),
+            });
+            closed.push(tx);
+        }
+    }
+
+    /// `COMMIT`; on failure logs, rolls back and answers false.
+    fn commit_batch(&mut self) -> bool {
+        match self.db.execute_batch("COMMIT") {
+            Ok(()) => true,
+            Err(err) => {
                 log::warn!("dev broker: commit batch: {err}");
                 if let Err(err) = self.db.execute_batch("ROLLBACK") {
                     log::warn!("dev broker: roll back batch: {err}");
                 }
+                false
             }
-        }
-        for (tx, out) in self.held.get_mut().drain(..) {
-            let _ = tx.send(out);
         }
     }
 
