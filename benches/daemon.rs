@@ -4,68 +4,25 @@
 //! start-to-health with 100,000 outbox rows; the idle cost of a daemon as shipped (wake-ups
 //! per second and CPU over 60 s with one open broker link) and the CPU time per 10,000
 //! accepts. Run with `make bench`; `cargo bench --bench daemon -- idle` runs the idle phase
-//! alone, and `CLAUDEMESH_BENCH_BIN=<path>` measures another build of the binary. Bounded:
+//! alone, and `CLAUDEMESHD_BIN=<path>` measures another build of the binary. Bounded:
 //! every phase has a fixed amount of work and a timeout.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The binary under test: this build's, unless `CLAUDEMESH_BENCH_BIN` names another.
-fn bin() -> String {
-    std::env::var("CLAUDEMESH_BENCH_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_claudemeshd").to_string())
-}
+mod common;
+use common::{bin, broker, health, poll, Conn, Proc};
 
 /// How long the idle phase watches the daemon.
 const IDLE_WINDOW: Duration = Duration::from_secs(60);
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn broker(state: &Path, port: u16) -> (Proc, String, u16) {
-    let mut child = Command::new(bin())
-        .args(["dev-broker", "--no-rate-limit", "--state"])
-        .arg(state)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: Value = serde_json::from_str(&line).unwrap();
-    let url = v["url"].as_str().unwrap().to_string();
-    let port = url
-        .trim_start_matches("ws://127.0.0.1:")
-        .trim_end_matches("/ws")
-        .parse()
-        .unwrap();
-    (Proc(child), url, port)
-}
 
 /// A daemon as shipped: default tuning and logging, TCP port on (any free port, so benches
 /// and a real daemon on this machine do not collide).
@@ -96,69 +53,8 @@ fn daemon(config: &Path) -> Proc {
     Proc(child)
 }
 
-/// A keep-alive HTTP/1.1 connection to a daemon socket.
-struct Conn {
-    r: BufReader<UnixStream>,
-}
-
-impl Conn {
-    fn open(sock: &Path) -> Option<Conn> {
-        let s = UnixStream::connect(sock).ok()?;
-        Some(Conn {
-            r: BufReader::new(s),
-        })
-    }
-
-    fn call(&mut self, method: &str, path: &str, body: &str) -> (u16, String) {
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        self.r.get_mut().write_all(req.as_bytes()).unwrap();
-        let mut line = String::new();
-        self.r.read_line(&mut line).unwrap();
-        let status = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let mut len = 0;
-        loop {
-            line.clear();
-            self.r.read_line(&mut line).unwrap();
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut buf = vec![0; len];
-        self.r.read_exact(&mut buf).unwrap();
-        (status, String::from_utf8_lossy(&buf).into_owned())
-    }
-}
-
-/// Polls `f` every `every` until it holds or `timeout` passes. (Health counts scan the
-/// outbox, so slow polls keep the measurement honest.)
-fn poll(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(every);
-    }
-    false
-}
-
 fn wait_for(timeout: Duration, f: impl FnMut() -> bool) -> bool {
     poll(timeout, Duration::from_millis(2), f)
-}
-
-fn health(sock: &Path) -> Option<Value> {
-    let (s, b) = Conn::open(sock)?.call("GET", "/v1/health", "");
-    (s == 200).then(|| serde_json::from_str(&b).ok()).flatten()
 }
 
 fn wait_open(sock: &Path) {

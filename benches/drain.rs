@@ -13,57 +13,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The binary under test: `CLAUDEMESHD_BIN` if set (e.g. a release build driven by a debug
-/// build of this program), else the one cargo built with this bench.
-fn bin() -> String {
-    std::env::var("CLAUDEMESHD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_claudemeshd").into())
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A dev broker without rate limit on `port` (0 = any); its process and port.
-fn broker(state: &Path, port: u16) -> (Proc, String, u16) {
-    let mut child = Command::new(bin())
-        .args(["dev-broker", "--no-rate-limit", "--state"])
-        .arg(state)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: Value = serde_json::from_str(&line).unwrap();
-    let url = v["url"].as_str().unwrap().to_string();
-    let port = url
-        .trim_start_matches("ws://127.0.0.1:")
-        .trim_end_matches("/ws")
-        .parse()
-        .unwrap();
-    (Proc(child), url, port)
-}
+mod common;
+use common::{bin, broker, poll, Proc};
 
 fn daemon(config: &Path, window: u32, dest_window: u32) -> Proc {
     let child = Command::new(bin())
@@ -99,17 +55,6 @@ fn call(sock: &Path, method: &str, path: &str) -> Option<(u16, String)> {
 fn health(sock: &Path) -> Option<Value> {
     let (s, b) = call(sock, "GET", "/v1/health")?;
     (s == 200).then(|| serde_json::from_str(&b).ok()).flatten()
-}
-
-fn poll(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(every);
-    }
-    false
 }
 
 /// Accepts `n` sends to `dest(i)` over one keep-alive connection, requests pipelined.

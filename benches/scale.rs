@@ -12,18 +12,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+mod common;
+use common::{bin, broker, health, poll, Conn, Proc};
 
-const BIN: &str = env!("CARGO_BIN_EXE_claudemeshd");
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 /// Accepts per size (c=64): 64 destinations × 500.
 const ACCEPTS: usize = 32_000;
@@ -33,48 +32,8 @@ const SUBSCRIBERS: usize = 1_000;
 const FANOUT_RATE: u64 = 1_000;
 const FANOUT_EVENTS: usize = 3_000;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn broker(state: &Path, port: u16) -> (Proc, String, u16) {
-    let mut child = Command::new(BIN)
-        .args(["dev-broker", "--no-rate-limit", "--state"])
-        .arg(state)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: Value = serde_json::from_str(&line).unwrap();
-    let url = v["url"].as_str().unwrap().to_string();
-    let port = url
-        .trim_start_matches("ws://127.0.0.1:")
-        .trim_end_matches("/ws")
-        .parse()
-        .unwrap();
-    (Proc(child), url, port)
-}
-
 fn daemon(config: &Path, env: &[(&str, &str)]) -> Proc {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(["up", "--tcp-port", "0"])
         .env("CLAUDEMESH_CONFIG_DIR", config)
         .env("CLAUDEMESH_BROKER_RATE_BURST", "1000000000")
@@ -88,67 +47,8 @@ fn daemon(config: &Path, env: &[(&str, &str)]) -> Proc {
     Proc(cmd.spawn().unwrap())
 }
 
-/// A keep-alive HTTP/1.1 connection to a daemon socket.
-struct Conn {
-    r: BufReader<UnixStream>,
-}
-
-impl Conn {
-    fn open(sock: &Path) -> Option<Conn> {
-        let s = UnixStream::connect(sock).ok()?;
-        Some(Conn {
-            r: BufReader::new(s),
-        })
-    }
-
-    fn call(&mut self, method: &str, path: &str, body: &str) -> (u16, String) {
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        self.r.get_mut().write_all(req.as_bytes()).unwrap();
-        let mut line = String::new();
-        self.r.read_line(&mut line).unwrap();
-        let status = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let mut len = 0;
-        loop {
-            line.clear();
-            self.r.read_line(&mut line).unwrap();
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut buf = vec![0; len];
-        self.r.read_exact(&mut buf).unwrap();
-        (status, String::from_utf8_lossy(&buf).into_owned())
-    }
-}
-
-fn wait_for(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(every);
-    }
-    false
-}
-
-fn health(sock: &Path) -> Option<Value> {
-    let (s, b) = Conn::open(sock)?.call("GET", "/v1/health", "");
-    (s == 200).then(|| serde_json::from_str(&b).ok()).flatten()
-}
-
 fn wait_open(sock: &Path) {
-    assert!(wait_for(
+    assert!(poll(
         Duration::from_secs(30),
         Duration::from_millis(5),
         || health(sock).is_some_and(|h| h["meshes"][0]["broker_status"] == "open")
@@ -274,7 +174,7 @@ fn accept_load(sock: &Path, total: usize, dests: usize, tag: &str) -> (f64, f64,
 /// Time for the open rows to reach zero once the broker is up; msgs/s.
 fn drain(sock: &Path, rows: usize) -> f64 {
     let t = Instant::now();
-    wait_for(Duration::from_secs(120), Duration::from_millis(20), || {
+    poll(Duration::from_secs(120), Duration::from_millis(20), || {
         open_rows(sock) == 0
     });
     rows as f64 / t.elapsed().as_secs_f64()
@@ -308,7 +208,7 @@ fn one_size(alice_dir: &Path, state: &Path, port: u16, n: usize) -> Row {
     // First start creates and migrates the files; then fill them with the daemon stopped.
     {
         let first = daemon(alice_dir, &[]);
-        assert!(wait_for(
+        assert!(poll(
             Duration::from_secs(20),
             Duration::from_millis(5),
             || health(&sock).is_some()
@@ -320,7 +220,7 @@ fn one_size(alice_dir: &Path, state: &Path, port: u16, n: usize) -> Row {
     let t = Instant::now();
     // 64 senders and the inbox pager: one more request in flight than the default cap.
     let d = daemon(alice_dir, &[("CLAUDEMESH_IPC_MAX_INFLIGHT", "128")]);
-    assert!(wait_for(
+    assert!(poll(
         Duration::from_secs(30),
         Duration::from_millis(1),
         || health(&sock).is_some()
@@ -347,7 +247,7 @@ fn one_size(alice_dir: &Path, state: &Path, port: u16, n: usize) -> Row {
     let drain64 = drain(&sock, ACCEPTS);
     // Drain to one destination: accept with the broker down, then bring it back.
     drop(b);
-    wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+    poll(Duration::from_secs(10), Duration::from_millis(20), || {
         health(&sock).is_some_and(|h| h["meshes"][0]["broker_status"] != "open")
     });
     accept_load(&sock, ONE_DEST, 1, &format!("one{n}"));
@@ -371,7 +271,7 @@ fn one_size(alice_dir: &Path, state: &Path, port: u16, n: usize) -> Row {
 
 fn tcp_port(daemon_dir: &Path) -> u16 {
     let mut port = 0;
-    wait_for(Duration::from_secs(10), Duration::from_millis(10), || {
+    poll(Duration::from_secs(10), Duration::from_millis(10), || {
         port = std::fs::read_to_string(daemon_dir.join("tcp.port"))
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -448,7 +348,7 @@ fn fanout(alice_dir: &Path, bob_dir: &Path, state: &Path, port: u16) -> (usize, 
                 .unwrap(),
         );
     }
-    wait_for(Duration::from_secs(30), Duration::from_millis(20), || {
+    poll(Duration::from_secs(30), Duration::from_millis(20), || {
         ready.load(Ordering::Relaxed) >= SUBSCRIBERS
     });
     let connected = ready.load(Ordering::Relaxed);
@@ -467,7 +367,7 @@ fn fanout(alice_dir: &Path, bob_dir: &Path, state: &Path, port: u16) -> (usize, 
         assert_eq!(status, 202);
     }
     let want = connected * FANOUT_EVENTS;
-    wait_for(Duration::from_secs(30), Duration::from_millis(50), || {
+    poll(Duration::from_secs(30), Duration::from_millis(50), || {
         got.load(Ordering::Relaxed) >= want
     });
     let rss = rss_mb(bob.0.id());
@@ -491,7 +391,7 @@ fn main() {
     let state = dir.path().join("broker");
     let (first_broker, url, port) = broker(&state, 0);
     let out = dir.path().join("out");
-    let o = Command::new(BIN)
+    let o = Command::new(bin())
         .args(["dev-mesh", "create", "--state"])
         .arg(&state)
         .args(["--broker-url", &url, "--members", "alice,bob", "--out"])
