@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{bin, broker, health, poll, Conn, Proc};
+use common::{bin, broker, dev_mesh, health, poll, Conn, Proc};
 
 /// How long the idle phase watches the daemon.
 const IDLE_WINDOW: Duration = Duration::from_secs(60);
@@ -238,14 +238,7 @@ fn idle_phase(dir: &Path, rows: &mut Vec<(String, String)>) {
     let state = dir.join("idle-broker");
     let (broker_proc, url, _) = broker(&state, 0);
     let out = dir.join("idle-out");
-    let o = Command::new(bin())
-        .args(["dev-mesh", "create", "--state"])
-        .arg(&state)
-        .args(["--broker-url", &url, "--members", "ida", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    dev_mesh(&state, &url, "ida", &out);
     let config = out.join("ida");
     let sock = config.join("daemon/daemon.sock");
     let d = shipped_daemon(&config);
@@ -292,14 +285,7 @@ fn main() {
     let state = dir.path().join("broker");
     let (first_broker, url, port) = broker(&state, 0);
     let out = dir.path().join("out");
-    let o = Command::new(bin())
-        .args(["dev-mesh", "create", "--state"])
-        .arg(&state)
-        .args(["--broker-url", &url, "--members", "alice,bob", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    dev_mesh(&state, &url, "alice,bob", &out);
     // Accept phases run with the broker down, so nothing drains meanwhile: they measure the
     // accept path alone (the daemon keeps accepting while every broker is down).
     drop(first_broker);

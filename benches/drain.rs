@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{bin, broker, poll, Proc};
+use common::{bin, broker, dev_mesh, poll, Proc};
 
 fn daemon(config: &Path, window: u32, dest_window: u32) -> Proc {
     let child = Command::new(bin())
@@ -114,14 +114,7 @@ fn main() {
     let state = dir.path().join("broker");
     let (first, url, port) = broker(&state, 0);
     let out = dir.path().join("out");
-    let o = Command::new(bin())
-        .args(["dev-mesh", "create", "--state"])
-        .arg(&state)
-        .args(["--broker-url", &url, "--members", "alice,bob", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    dev_mesh(&state, &url, "alice,bob", &out);
     drop(first);
     let alice = out.join("alice");
     let sock = alice.join("daemon/daemon.sock");

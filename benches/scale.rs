@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{bin, broker, health, poll, Conn, Proc};
+use common::{bin, broker, dev_mesh, health, poll, Conn, Proc};
 
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 /// Accepts per size (c=64): 64 destinations × 500.
@@ -391,14 +391,7 @@ fn main() {
     let state = dir.path().join("broker");
     let (first_broker, url, port) = broker(&state, 0);
     let out = dir.path().join("out");
-    let o = Command::new(bin())
-        .args(["dev-mesh", "create", "--state"])
-        .arg(&state)
-        .args(["--broker-url", &url, "--members", "alice,bob", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    dev_mesh(&state, &url, "alice,bob", &out);
     drop(first_broker);
     let (alice_dir, bob_dir): (PathBuf, PathBuf) = (out.join("alice"), out.join("bob"));
 

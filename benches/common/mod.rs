@@ -118,3 +118,16 @@ pub fn health(sock: &Path) -> Option<Value> {
     let (s, b) = Conn::open(sock)?.call("GET", "/v1/health", "");
     (s == 200).then(|| serde_json::from_str(&b).ok()).flatten()
 }
+
+/// `dev-mesh create` on the broker state `state` (its URL `url`): one config dir per member
+/// under `out`.
+pub fn dev_mesh(state: &Path, url: &str, members: &str, out: &Path) {
+    let o = Command::new(bin())
+        .args(["dev-mesh", "create", "--state"])
+        .arg(state)
+        .args(["--broker-url", url, "--members", members, "--out"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "dev-mesh create: {o:?}");
+}

@@ -73,6 +73,45 @@ impl Handler<RecordEvent> for Recorder {
     }
 }
 
+/// A drainer (not started) over the outbox `conn`, with mesh `m1`'s member link and the
+/// session links recording what they are handed.
+struct Rig {
+    db: Addr<OutboxDb>,
+    drainer: OutboxDrainer,
+    member_sent: Sent,
+    session_sent: Sent,
+    session_link: Addr<Recorder>,
+}
+
+fn rig(conn: rusqlite::Connection, member: MemberKeys) -> Rig {
+    let db = OutboxDb::start_in_arbiter(&Arbiter::new().handle(), move |_| OutboxDb::new(conn));
+    let (member_sent, session_sent) = (Sent::default(), Sent::default());
+    let member_link = Recorder(member_sent.clone()).start();
+    let session_link = Recorder(session_sent.clone()).start();
+    let drainer = OutboxDrainer::with_links(
+        db.clone(),
+        vec![(
+            "m1".into(),
+            member,
+            LinkRecipients {
+                deliver: member_link.clone().recipient(),
+                resolve: member_link.clone().recipient(),
+                rate_limited: member_link.clone().recipient(),
+            },
+        )],
+        OutboxTuning::default(),
+        member_link.recipient(),
+        Arc::new(Metrics::default()),
+    );
+    Rig {
+        db,
+        drainer,
+        member_sent,
+        session_sent,
+        session_link,
+    }
+}
+
 fn dm(id: &str, i: u8, to: &str, session: Option<&str>) -> NewSend {
     NewSend {
         client_message_id: Some(id.into()),
@@ -147,26 +186,14 @@ async fn a_session_row_waits_for_its_connection_then_goes_over_it_or_through_the
     {
         store::accept_batch(&mut conn, std::slice::from_ref(send), now + i as i64).unwrap();
     }
-    let db = OutboxDb::start_in_arbiter(&Arbiter::new().handle(), move |_| OutboxDb::new(conn));
-    let (member_sent, session_sent) = (Sent::default(), Sent::default());
-    let member_link = Recorder(member_sent.clone()).start();
-    let session_link = Recorder(session_sent.clone()).start();
-    let drainer = OutboxDrainer::with_links(
-        db.clone(),
-        vec![(
-            "m1".into(),
-            member.clone(),
-            LinkRecipients {
-                deliver: member_link.clone().recipient(),
-                resolve: member_link.clone().recipient(),
-                rate_limited: member_link.clone().recipient(),
-            },
-        )],
-        OutboxTuning::default(),
-        member_link.recipient(),
-        Arc::new(Metrics::default()),
-    )
-    .start();
+    let Rig {
+        db,
+        drainer,
+        member_sent,
+        session_sent,
+        session_link,
+    } = rig(conn, member.clone());
+    let drainer = drainer.start();
     drainer.do_send(SessionLinkAdded {
         mesh: "m1".into(),
         keys: session.clone(),
@@ -239,26 +266,14 @@ async fn an_unsupported_session_sends_through_the_member_at_once() {
         crate::time::now_ms(),
     )
     .unwrap();
-    let db = OutboxDb::start_in_arbiter(&Arbiter::new().handle(), move |_| OutboxDb::new(conn));
-    let (member_sent, session_sent) = (Sent::default(), Sent::default());
-    let member_link = Recorder(member_sent.clone()).start();
-    let session_link = Recorder(session_sent.clone()).start();
-    let drainer = OutboxDrainer::with_links(
-        db.clone(),
-        vec![(
-            "m1".into(),
-            member.clone(),
-            LinkRecipients {
-                deliver: member_link.clone().recipient(),
-                resolve: member_link.clone().recipient(),
-                rate_limited: member_link.clone().recipient(),
-            },
-        )],
-        OutboxTuning::default(),
-        member_link.recipient(),
-        Arc::new(Metrics::default()),
-    )
-    .start();
+    let Rig {
+        db,
+        drainer,
+        member_sent,
+        session_sent,
+        session_link,
+    } = rig(conn, member.clone());
+    let drainer = drainer.start();
     drainer.do_send(SessionLinkAdded {
         mesh: "m1".into(),
         keys: session,
@@ -297,25 +312,13 @@ async fn nothing_is_claimed_before_the_registry_has_announced_the_live_sessions(
         crate::time::now_ms(),
     )
     .unwrap();
-    let db = OutboxDb::start_in_arbiter(&Arbiter::new().handle(), move |_| OutboxDb::new(conn));
-    let (member_sent, session_sent) = (Sent::default(), Sent::default());
-    let member_link = Recorder(member_sent.clone()).start();
-    let session_link = Recorder(session_sent.clone()).start();
-    let mut drainer = OutboxDrainer::with_links(
-        db.clone(),
-        vec![(
-            "m1".into(),
-            member,
-            LinkRecipients {
-                deliver: member_link.clone().recipient(),
-                resolve: member_link.clone().recipient(),
-                rate_limited: member_link.clone().recipient(),
-            },
-        )],
-        OutboxTuning::default(),
-        member_link.recipient(),
-        Arc::new(Metrics::default()),
-    );
+    let Rig {
+        db: _,
+        mut drainer,
+        member_sent,
+        session_sent,
+        session_link,
+    } = rig(conn, member);
     drainer.session_routes.ready = false;
     let drainer = drainer.start();
     drainer.do_send(LinkEvent::Up { mesh: "m1".into() });

@@ -139,38 +139,7 @@ fn topic_send(id: &str, i: usize, to: &str, target: Option<&str>) -> NewSend {
 
 /// A drainer over a database holding `sends` (accepted one by one, in order), link down.
 fn rig_of(sends: &[NewSend], tuning: OutboxTuning, link: FakeLink) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let mut conn = store::open(&dir.path().join("outbox.db"), Durability::Normal, false).unwrap();
-    let now = crate::time::now_ms();
-    for (i, send) in sends.iter().enumerate() {
-        store::accept_batch(&mut conn, std::slice::from_ref(send), now + i as i64).unwrap();
-    }
-    let db = OutboxDb::start_in_arbiter(&Arbiter::new().handle(), move |_| OutboxDb::new(conn));
-    let delivered = link.delivered.clone();
-    let link = link.start();
-    let links = vec![(
-        "m1".to_string(),
-        MemberKeys::generate(),
-        LinkRecipients {
-            deliver: link.clone().recipient(),
-            resolve: link.clone().recipient(),
-            rate_limited: link.clone().recipient(),
-        },
-    )];
-    let drainer = OutboxDrainer::with_links(
-        db.clone(),
-        links,
-        tuning,
-        link.recipient(),
-        Arc::new(Metrics::default()),
-    )
-    .start();
-    Rig {
-        _dir: dir,
-        db,
-        drainer,
-        delivered,
-    }
+    rig_built(sends, tuning, link, |_| {})
 }
 
 /// Holds the database thread busy for `ms`, so work sent after this lands later.
@@ -356,6 +325,16 @@ fn rig_prepared(
     link: FakeLink,
     prepare: impl FnOnce(&rusqlite::Connection),
 ) -> Rig {
+    rig_built(sends, OutboxTuning::default(), link, prepare)
+}
+
+/// The drainer of [`rig_of`] and [`rig_prepared`].
+fn rig_built(
+    sends: &[NewSend],
+    tuning: OutboxTuning,
+    link: FakeLink,
+    prepare: impl FnOnce(&rusqlite::Connection),
+) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = store::open(&dir.path().join("outbox.db"), Durability::Normal, false).unwrap();
     let now = crate::time::now_ms();
@@ -378,7 +357,7 @@ fn rig_prepared(
     let drainer = OutboxDrainer::with_links(
         db.clone(),
         links,
-        OutboxTuning::default(),
+        tuning,
         link.recipient(),
         Arc::new(Metrics::default()),
     )

@@ -19,18 +19,22 @@ fn open_creates_the_file_0600_and_tightens_a_wider_one() {
     assert_eq!(mode(&other), 0o600);
 }
 
+/// The migrations recorded in `schema_version`, in order.
+fn applied_versions(conn: &rusqlite::Connection) -> Vec<i64> {
+    conn.prepare("SELECT version FROM schema_version ORDER BY version")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 #[test]
 fn reopening_applies_no_migration_twice() {
     let (_d, path, conn) = temp_db();
     drop(conn);
     let conn = open(&path, Durability::Normal, true).unwrap();
-    let versions: Vec<i64> = conn
-        .prepare("SELECT version FROM schema_version")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let versions = applied_versions(&conn);
     assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
     let jm: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -250,13 +254,7 @@ fn a_version_1_outbox_with_rows_migrates_and_keeps_them() {
         .unwrap();
     }
     let conn = open(&path, Durability::Normal, true).unwrap();
-    let versions: Vec<i64> = conn
-        .prepare("SELECT version FROM schema_version ORDER BY version")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let versions = applied_versions(&conn);
     assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
     let row: String = conn
         .query_row("SELECT client_message_id FROM outbox", [], |r| r.get(0))
