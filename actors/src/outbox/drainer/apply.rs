@@ -12,7 +12,7 @@ use super::super::db::DbTask;
 use super::super::msg::*;
 use super::super::outcome::{self, apply_one, Change, Op, Step, Update};
 use super::super::store::{self, InFlight, OutboxRow};
-use super::flight::Returned;
+use super::flight::{self, Returned};
 use super::queries::query;
 use super::{OutboxDrainer, OFFLINE_CAP_MS, RETRY_BASE_MS, RETRY_CAP_MS};
 use crate::broker::msg::RateLimited;
@@ -62,7 +62,24 @@ impl OutboxDrainer {
                 }
             }
         }
+        // A broken window's held rows were never sent: back to pending behind the failed one.
+        let unsent = self
+            .meshes
+            .get_mut(&mesh)
+            .and_then(|st| st.busy.get_mut(&dest))
+            .filter(|f| f.is_broken())
+            .map(flight::DestFlight::take_held)
+            .unwrap_or_default();
+        for row in unsent {
+            let back = Returned {
+                row,
+                target: None,
+                step: Step::Behind,
+            };
+            self.apply(back, true);
+        }
         self.flush_updates(ctx);
+        self.pump(ctx, &mesh, Some(&dest));
     }
 
     /// Classifies one outcome and queues it for the group apply. `behind`: an older row of
@@ -155,7 +172,7 @@ impl OutboxDrainer {
         let claims = self.plan_claims(&batch);
         let planned: Vec<String> = claims.iter().map(|(m, _, _)| m.clone()).collect();
         let max_attempts = i64::from(self.tuning.max_attempts);
-        let per_dest = self.tuning.destination_window.max(1) as usize;
+        let per_dest = self.claim_depth();
         let now = now_ms();
         let fut = self.db.send(DbTask::new(move |conn| {
             let tx = conn
@@ -252,7 +269,7 @@ impl OutboxDrainer {
         if self.closing {
             return Vec::new();
         }
-        let window = self.tuning.window.max(1) as usize;
+        let budget = self.claim_budget();
         let mut plans = Vec::new();
         let meshes: HashSet<&str> = batch.iter().map(|u| u.row.mesh.as_str()).collect();
         for mesh in meshes {
@@ -282,7 +299,7 @@ impl OutboxDrainer {
                         .saturating_sub(settling.get(d.as_str()).copied().unwrap_or(0))
                 })
                 .sum();
-            let free = window.saturating_sub(in_flight);
+            let free = budget.saturating_sub(in_flight);
             if free == 0 {
                 continue;
             }

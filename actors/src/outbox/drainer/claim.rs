@@ -11,7 +11,7 @@ use actix::prelude::*;
 use super::super::db::{DbTask, OutboxDb};
 use super::super::outcome::Step;
 use super::super::store::{self, InFlight, OutboxRow, Settled};
-use super::{sessions, LinkRecipients, OutboxDrainer};
+use super::{flight, sessions, LinkRecipients, OutboxDrainer};
 use crate::broker::msg::{
     DeliverSend, DeliveryOutcome, LinkEvent, OutgoingSend, Resolution, ResolvePeer,
 };
@@ -26,8 +26,7 @@ impl OutboxDrainer {
         if self.closing || !self.session_routes.ready {
             return;
         }
-        let window = self.tuning.window.max(1) as usize;
-        let per_dest = self.tuning.destination_window.max(1) as usize;
+        let (budget, per_dest) = (self.claim_budget(), self.claim_depth());
         let Some(st) = self.meshes.get_mut(mesh) else {
             return;
         };
@@ -38,7 +37,7 @@ impl OutboxDrainer {
             st.again = true;
             return;
         }
-        let free = window.saturating_sub(st.in_flight());
+        let free = budget.saturating_sub(st.in_flight());
         if free == 0 {
             return;
         }
@@ -87,8 +86,8 @@ impl OutboxDrainer {
         }));
     }
 
-    /// A claim of `mesh` returned `rows`: put them in their destinations' windows and send
-    /// them, in order; run the claim that was asked for meanwhile.
+    /// A claim of `mesh` returned `rows`: hold them in their destinations' windows and send
+    /// what the windows allow, in order; run the claim that was asked for meanwhile.
     pub(super) fn claimed(&mut self, ctx: &mut Context<Self>, mesh: &str, rows: Vec<OutboxRow>) {
         let mut again = false;
         if self.closing {
@@ -103,18 +102,57 @@ impl OutboxDrainer {
         if let Some(st) = self.meshes.get_mut(mesh) {
             st.claiming = false;
             again = st.again;
-            for row in &rows {
-                st.busy
-                    .entry(store::destination_key(row).to_string())
-                    .or_default()
-                    .sent(row.id);
+            for row in rows {
+                let dest = store::destination_key(&row).to_string();
+                if !st.ready.contains(&dest) {
+                    st.ready.push_back(dest.clone());
+                }
+                st.busy.entry(dest).or_default().hold(row);
             }
         }
-        for row in rows {
-            self.dispatch(ctx, row);
-        }
+        self.pump(ctx, mesh, None);
         if again {
             self.drain(ctx, mesh);
+        }
+    }
+
+    /// Sends held rows of `mesh` while its window has room: first the destinations waiting
+    /// longest, then `returning` (whose row just came back; it waits its turn behind them).
+    /// A destination that still holds rows its own window would let go waits for the next
+    /// free slot.
+    pub(super) fn pump(&mut self, ctx: &mut Context<Self>, mesh: &str, returning: Option<&str>) {
+        if self.closing {
+            return;
+        }
+        let (window, wire_window) = (self.tuning.window.max(1) as usize, self.wire_window());
+        let Some(st) = self.meshes.get_mut(mesh) else {
+            return;
+        };
+        let mut wire: usize = st.busy.values().map(flight::DestFlight::wire).sum();
+        let mut order: Vec<String> = st.ready.drain(..).collect();
+        if let Some(r) = returning.filter(|r| !order.iter().any(|d| d == r)) {
+            order.push(r.to_string());
+        }
+        let mut to_send = Vec::new();
+        for dest in order {
+            let Some(f) = st.busy.get_mut(&dest) else {
+                continue;
+            };
+            while wire < window {
+                match f.next_to_send(wire_window) {
+                    Some(row) => {
+                        wire += 1;
+                        to_send.push(row);
+                    }
+                    None => break,
+                }
+            }
+            if f.waits_for_mesh(wire_window) {
+                st.ready.push_back(dest);
+            }
+        }
+        for row in to_send {
+            self.dispatch(ctx, row);
         }
     }
 
@@ -151,13 +189,20 @@ impl OutboxDrainer {
                 // The row leaves its window unsent (the rows behind it, same session, follow
                 // it here); the destination is held until the session's connection is back.
                 let dest = store::destination_key(&row).to_string();
-                if st.busy.get_mut(&dest).is_some_and(|f| f.forget(row.id)) {
-                    st.busy.remove(&dest);
+                let mut unsent = vec![];
+                if let Some(f) = st.busy.get_mut(&dest) {
+                    let (held, idle) = f.forget(row.id);
+                    unsent = held;
+                    if idle {
+                        st.busy.remove(&dest);
+                    }
                 }
+                st.ready.retain(|d| d != &dest);
                 if let Some(session) = row.session_pubkey.as_deref() {
                     self.session_routes.hold(session, dest);
                 }
-                self.release(ctx, vec![row]);
+                unsent.insert(0, row);
+                self.release(ctx, unsent);
                 return;
             }
         };

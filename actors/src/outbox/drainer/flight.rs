@@ -10,6 +10,11 @@
 //! recorded `done` in FIFO order and never sent ahead of an older row that is still to be
 //! retried.
 //!
+//! A claim takes more rows of a destination than its wire window (claim-ahead): the rows
+//! beyond the window wait here, *held*, and go out one by one as the rows ahead of them come
+//! back, without a trip to the database between them. A failure sends the held rows back to
+//! `pending` with the rows behind it, unsent.
+//!
 //! Pure bookkeeping, no actix: [`DestFlight`] is driven by the drainer's `claim`/`apply`.
 
 use std::collections::VecDeque;
@@ -31,6 +36,8 @@ pub(super) struct Returned {
 pub(super) struct DestFlight {
     /// Sent rows, oldest first, each with its result once it came back.
     sent: VecDeque<(i64, Option<Returned>)>,
+    /// Claimed rows not sent yet, behind every sent row, oldest first.
+    held: VecDeque<OutboxRow>,
     /// Outcomes handed to the group apply and not yet committed.
     applying: usize,
     /// A row of this window failed: the rows behind it go back to pending.
@@ -39,8 +46,48 @@ pub(super) struct DestFlight {
 
 impl DestFlight {
     /// Row `id` is sent, behind every row already in flight.
+    #[cfg(test)]
     pub(super) fn sent(&mut self, id: i64) {
         self.sent.push_back((id, None));
+    }
+
+    /// A claimed row waits behind the rows already here.
+    pub(super) fn hold(&mut self, row: OutboxRow) {
+        self.held.push_back(row);
+    }
+
+    /// The oldest held row, if it may go now: the window is not broken and fewer than
+    /// `wire_window` rows are out. It counts as sent from here on.
+    pub(super) fn next_to_send(&mut self, wire_window: usize) -> Option<OutboxRow> {
+        if self.broken || self.sent.len() >= wire_window {
+            return None;
+        }
+        let row = self.held.pop_front()?;
+        self.sent.push_back((row.id, None));
+        Some(row)
+    }
+
+    /// Whether a held row waits for a slot of the mesh (its own wire window has room).
+    pub(super) fn waits_for_mesh(&self, wire_window: usize) -> bool {
+        !self.broken && !self.held.is_empty() && self.sent.len() < wire_window
+    }
+
+    /// The held rows, unsent, for the group apply (they go back to pending behind a failed
+    /// row, or are released).
+    pub(super) fn take_held(&mut self) -> Vec<OutboxRow> {
+        let rows: Vec<OutboxRow> = self.held.drain(..).collect();
+        self.applying += rows.len();
+        rows
+    }
+
+    /// Rows on the wire.
+    pub(super) fn wire(&self) -> usize {
+        self.sent.len()
+    }
+
+    /// Whether a row of this window failed (the rest goes back to pending).
+    pub(super) fn is_broken(&self) -> bool {
+        self.broken
     }
 
     /// A row came back. Rows of another destination's window (which cannot happen) are
@@ -56,10 +103,12 @@ impl DestFlight {
     }
 
     /// Row `id` will not be sent after all (its session connection is away): it leaves the
-    /// window. Returns `true` when nothing of the destination is left in flight.
-    pub(super) fn forget(&mut self, id: i64) -> bool {
+    /// window, and so do the held rows behind it (returned, to be released with it). With
+    /// them, whether nothing of the destination is left in flight.
+    pub(super) fn forget(&mut self, id: i64) -> (Vec<OutboxRow>, bool) {
         self.sent.retain(|(sent, _)| *sent != id);
-        self.idle()
+        let held = self.held.drain(..).collect();
+        (held, self.idle())
     }
 
     /// The oldest row, if it came back: it leaves the window for the group apply. With it,
@@ -86,13 +135,13 @@ impl DestFlight {
     }
 
     fn idle(&self) -> bool {
-        self.sent.is_empty() && self.applying == 0
+        self.sent.is_empty() && self.held.is_empty() && self.applying == 0
     }
 
     /// What a claim may take for this destination once `settling` more outcomes of it are
     /// committed; `None` when nothing is left in flight.
     pub(super) fn claimable(&self, settling: usize) -> Option<InFlight> {
-        let rows = (self.sent.len() + self.applying).saturating_sub(settling);
+        let rows = self.len().saturating_sub(settling);
         match rows {
             0 => None,
             _ if self.broken => Some(InFlight::Blocked),
@@ -100,9 +149,9 @@ impl DestFlight {
         }
     }
 
-    /// Rows sent or being recorded.
+    /// Rows claimed and not yet recorded: held, sent, or being recorded.
     pub(super) fn len(&self) -> usize {
-        self.sent.len() + self.applying
+        self.held.len() + self.sent.len() + self.applying
     }
 }
 

@@ -10,7 +10,10 @@
 //! Drain rules (SPEC §5.4): per destination FIFO order, up to `destination_window` rows in
 //! flight back to back (`flight`: outcomes taken in send order, a failure sends the rows
 //! behind it back to pending); up to `window` rows in flight per mesh; encryption at drain
-//! time; the ack outcome table decides done / pending (counted or not) / dead.
+//! time; the ack outcome table decides done / pending (counted or not) / dead. Claims take
+//! up to [`CLAIM_AHEAD`] rows of a destination at once; the ones beyond its wire window are
+//! held and sent as slots free up (the mesh's free slots go to the longest-waiting
+//! destination first).
 //!
 //! Handlers live beside their message family: `accept` (group commit), `claim` (claim,
 //! resolve, dispatch, link events), `flight` (one destination's window), `apply` (outcomes
@@ -97,6 +100,9 @@ struct MeshState {
     up: bool,
     /// Destinations with rows in flight, each with its window.
     busy: HashMap<String, flight::DestFlight>,
+    /// Destinations with a held row waiting for a free slot of the mesh window, longest
+    /// waiting first: the next free slot goes to the front one.
+    ready: std::collections::VecDeque<String>,
     /// A claim is running; `again` asks for another when it ends.
     claiming: bool,
     again: bool,
@@ -105,9 +111,32 @@ struct MeshState {
 type AcceptReply = oneshot::Sender<Result<Accepted, OutboxError>>;
 
 impl MeshState {
-    /// Rows in flight over every destination.
+    /// Rows claimed and not yet recorded, over every destination.
     fn in_flight(&self) -> usize {
         self.busy.values().map(flight::DestFlight::len).sum()
+    }
+}
+
+/// Rows a claim takes ahead per destination beyond its wire window (at least this many are
+/// claimed together): they go out one by one as the rows ahead come back, with no claim in
+/// between, so one destination drains at the broker's round trip, not the database's.
+const CLAIM_AHEAD: usize = 8;
+
+impl OutboxDrainer {
+    /// Rows on the wire per destination (`destination_window`, SPEC §5.4).
+    fn wire_window(&self) -> usize {
+        self.tuning.destination_window.max(1) as usize
+    }
+
+    /// Rows one destination may have claimed at once: held and on the wire.
+    fn claim_depth(&self) -> usize {
+        self.wire_window().max(CLAIM_AHEAD)
+    }
+
+    /// Rows one mesh may have claimed at once: its window (rows on the wire) times the
+    /// claim-ahead depth.
+    fn claim_budget(&self) -> usize {
+        (self.tuning.window.max(1) as usize).saturating_mul(CLAIM_AHEAD)
     }
 }
 
@@ -176,6 +205,7 @@ impl OutboxDrainer {
                     link,
                     up: false,
                     busy: HashMap::new(),
+                    ready: Default::default(),
                     claiming: false,
                     again: false,
                 };

@@ -17,12 +17,38 @@ use crate::outbox::store::{Durability, Status};
 /// Resolves every name to `resolve_to` when set.
 /// The first delivery of each id in `fail_once` is answered with a counted error, 300 ms
 /// late (after the acks of the rows sent behind it).
+/// With `ack_after_ms`, every ack waits that long, and `wire` records the most rows out at
+/// once, per destination and in all.
 #[derive(Default)]
 struct FakeLink {
     delivered: Arc<Mutex<Vec<String>>>,
     refuse_once: Vec<String>,
     fail_once: Vec<String>,
     resolve_to: Option<String>,
+    ack_after_ms: u64,
+    wire: Arc<Mutex<Wire>>,
+}
+
+/// Rows out at once (delivered, not yet answered), now and at most.
+#[derive(Default, Debug)]
+struct Wire {
+    now: HashMap<String, usize>,
+    most_per_dest: usize,
+    most: usize,
+}
+
+impl Wire {
+    fn out(&mut self, dest: &str) {
+        *self.now.entry(dest.to_string()).or_default() += 1;
+        self.most_per_dest = self.most_per_dest.max(self.now[dest]);
+        self.most = self.most.max(self.now.values().sum());
+    }
+
+    fn back(&mut self, dest: &str) {
+        if let Some(n) = self.now.get_mut(dest) {
+            *n -= 1;
+        }
+    }
 }
 
 impl Actor for FakeLink {
@@ -35,6 +61,25 @@ impl Handler<DeliverSend> for FakeLink {
     fn handle(&mut self, msg: DeliverSend, _ctx: &mut Context<Self>) -> Self::Result {
         let id = msg.send.client_message_id;
         self.delivered.lock().unwrap().push(id.clone());
+        if self.ack_after_ms > 0 {
+            let (wire, dest, ms) = (self.wire.clone(), msg.send.target_spec, self.ack_after_ms);
+            wire.lock().unwrap().out(&dest);
+            let fails = self
+                .fail_once
+                .iter()
+                .position(|r| *r == id)
+                .map(|i| self.fail_once.remove(i));
+            return Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                wire.lock().unwrap().back(&dest);
+                DeliveryOutcome::Acked {
+                    queued: fails.is_none(),
+                    message_id: format!("bm-{id}"),
+                    error: fails.map(|_| "internal error".to_string()),
+                    duplicate: false,
+                }
+            });
+        }
         if let Some(i) = self.refuse_once.iter().position(|r| *r == id) {
             self.refuse_once.remove(i);
             return Box::pin(async {
@@ -314,6 +359,106 @@ async fn a_failed_row_sends_the_rows_behind_it_again_after_its_retry_in_order() 
         rows[4].last_error.as_deref(),
         Some(crate::outbox::outcome::BEHIND_FAILURE_ERROR)
     );
+}
+
+/// Claim-ahead: a claim takes several rows of a destination, but the broker sees at most
+/// `destination_window` of them out at once and at most `window` over the mesh; every
+/// destination's rows arrive in FIFO order, each once, and all end `done`.
+#[actix::test]
+async fn rows_claimed_ahead_go_out_one_per_destination_within_the_mesh_window() {
+    let (dests, per_dest) = (6, 10);
+    let sends: Vec<NewSend> = (0..per_dest)
+        .flat_map(|i| (0..dests).map(move |d| (d, i)))
+        .enumerate()
+        .map(|(n, (d, i))| {
+            topic_send(
+                &format!("d{d}-{i:02}"),
+                n,
+                &format!("#t{d}"),
+                Some(&format!("#t{d}")),
+            )
+        })
+        .collect();
+    let link = FakeLink {
+        ack_after_ms: 5,
+        ..FakeLink::default()
+    };
+    let wire = link.wire.clone();
+    let tuning = OutboxTuning {
+        window: 4,
+        destination_window: 1,
+        ..OutboxTuning::default()
+    };
+    let r = rig_of(&sends, tuning, link);
+    r.drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
+    assert!(wait_for(|| r.delivered.lock().unwrap().len() == dests * per_dest).await);
+    let delivered = r.delivered.lock().unwrap().clone();
+    for d in 0..dests {
+        let mine: Vec<&String> = delivered
+            .iter()
+            .filter(|id| id.starts_with(&format!("d{d}-")))
+            .collect();
+        let expected: Vec<String> = (0..per_dest).map(|i| format!("d{d}-{i:02}")).collect();
+        assert_eq!(
+            mine,
+            expected.iter().collect::<Vec<_>>(),
+            "destination {d}: FIFO, once each"
+        );
+    }
+    let wire = wire.lock().unwrap();
+    assert_eq!(wire.most_per_dest, 1, "{wire:?}");
+    assert!(wire.most <= 4, "{wire:?}");
+    assert!(wire.most >= 2, "destinations went in parallel: {wire:?}");
+    drop(wire);
+    assert!(wait_for_all_done(&r.db, dests * per_dest).await);
+}
+
+/// A failure with rows held behind it: they were never sent; they go back to pending
+/// behind the failed row (not counted) and follow it once it has gone again, in order.
+#[actix::test]
+async fn held_rows_behind_a_failed_row_go_back_unsent_and_follow_it_in_order() {
+    let ids: Vec<String> = (0..20).map(|i| format!("r{i:02}")).collect();
+    let sends: Vec<NewSend> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| topic_send(id, i, "#t", Some("#t")))
+        .collect();
+    let link = FakeLink {
+        ack_after_ms: 2,
+        fail_once: vec!["r05".into()],
+        ..FakeLink::default()
+    };
+    let wire = link.wire.clone();
+    let r = rig_of(&sends, OutboxTuning::default(), link);
+    r.drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
+    assert!(wait_for(|| r.delivered.lock().unwrap().len() == 21).await);
+    let mut expected: Vec<String> = ids[..6].to_vec();
+    expected.extend(ids[5..].iter().cloned());
+    assert_eq!(*r.delivered.lock().unwrap(), expected);
+    assert_eq!(wire.lock().unwrap().most_per_dest, 1);
+    assert!(wait_for_all_done(&r.db, 20).await);
+    let mut rows =
+        r.db.send(DbTask::new(|conn| store::list(conn, None, 100)))
+            .await
+            .unwrap()
+            .unwrap();
+    rows.sort_by_key(|row| row.id);
+    let attempts: Vec<i64> = rows.iter().map(|row| row.attempts).collect();
+    let mut counted = vec![0; 20];
+    counted[5] = 1;
+    assert_eq!(attempts, counted, "only the failed row counts an attempt");
+}
+
+/// Every row `done`, within the wait.
+async fn wait_for_all_done(db: &Addr<OutboxDb>, n: usize) -> bool {
+    for _ in 0..250 {
+        let st = statuses(db).await;
+        if st.len() == n && st.iter().all(|s| *s == Status::Done) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 // --- Issue 15: no fixed tick; a backoff's expiry is the only timer. ---
