@@ -62,11 +62,19 @@ impl OutboxDrainer {
                 }
             }
         }
-        // A broken window's held rows were never sent: back to pending behind the failed one.
+        self.unsend_held_if_broken(&mesh, &dest);
+        self.flush_updates(ctx);
+        self.pump(ctx, &mesh, Some(&dest));
+    }
+
+    /// A broken window's held rows were never sent: they go back to pending behind the failed
+    /// row (queued for the next group apply). Rows can be held there because a claim planned
+    /// before the failure landed after it.
+    pub(super) fn unsend_held_if_broken(&mut self, mesh: &str, dest: &str) {
         let unsent = self
             .meshes
-            .get_mut(&mesh)
-            .and_then(|st| st.busy.get_mut(&dest))
+            .get_mut(mesh)
+            .and_then(|st| st.busy.get_mut(dest))
             .filter(|f| f.is_broken())
             .map(flight::DestFlight::take_held)
             .unwrap_or_default();
@@ -78,8 +86,6 @@ impl OutboxDrainer {
             };
             self.apply(back, true);
         }
-        self.flush_updates(ctx);
-        self.pump(ctx, &mesh, Some(&dest));
     }
 
     /// Classifies one outcome and queues it for the group apply. `behind`: an older row of

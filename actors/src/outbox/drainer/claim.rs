@@ -99,6 +99,7 @@ impl OutboxDrainer {
             self.release(ctx, rows);
             return;
         }
+        let mut dests = Vec::new();
         if let Some(st) = self.meshes.get_mut(mesh) {
             st.claiming = false;
             again = st.again;
@@ -107,9 +108,17 @@ impl OutboxDrainer {
                 if !st.ready.contains(&dest) {
                     st.ready.push_back(dest.clone());
                 }
+                if !dests.contains(&dest) {
+                    dests.push(dest.clone());
+                }
                 st.busy.entry(dest).or_default().hold(row);
             }
         }
+        // A window that broke while this claim ran takes none of it: back to pending.
+        for dest in &dests {
+            self.unsend_held_if_broken(mesh, dest);
+        }
+        self.flush_updates(ctx);
         self.pump(ctx, mesh, None);
         if again {
             self.drain(ctx, mesh);
