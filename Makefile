@@ -50,6 +50,7 @@ release:
 
 bench:
 	$(CARGO) run --release -p claudemesh-actors --example store_bench
+	$(CARGO) run --release -p claudemesh-actors --example crypto_bench
 	$(CARGO) bench --bench daemon
 	$(CARGO) bench --bench drain
 	$(CARGO) bench --bench scale

@@ -28,8 +28,8 @@ mod keys;
 mod tests;
 
 pub use bodies::{
-    decode_plain, encode_plain, open_dm, random_nonce_b64, seal_dm, seal_dm_with_nonce, SealedBody,
-    MAC_LEN, NONCE_LEN,
+    decode_plain, encode_plain, open_dm, random_nonce_b64, seal_dm, seal_dm_with_nonce, DmBoxes,
+    SealedBody, MAC_LEN, NONCE_LEN,
 };
 pub use keys::{
     ed25519_pk_to_x25519, ed25519_seed_to_x25519_secret, hello_canonical, verify_hex, MemberKeys,

@@ -35,6 +35,8 @@ pub struct InboxStore {
     journal_keep: usize,
     /// Rate limit of the "push not stored" log line.
     store_fail_log: crate::storage::LogGate,
+    /// Shared DM keys per sender: one X25519 exchange per peer, not per message.
+    boxes: crypto::DmBoxes,
 }
 
 impl InboxStore {
@@ -53,6 +55,7 @@ impl InboxStore {
             metrics,
             journal_keep,
             store_fail_log: Default::default(),
+            boxes: Default::default(),
         }
     }
 
@@ -65,11 +68,14 @@ impl InboxStore {
 
 /// Decrypts a push per SPEC §7.1: crypto_box when it carries a nonce and a 64-hex sender,
 /// else (or on failure) base64 UTF-8 plaintext, else undecryptable — never ciphertext as text.
-pub fn decrypt(keys: Option<&MemberKeys>, push: &Push) -> (Option<String>, MessageKind) {
+pub fn decrypt(
+    boxes: &mut crypto::DmBoxes,
+    keys: Option<&MemberKeys>,
+    push: &Push,
+) -> (Option<String>, MessageKind) {
     if let Some(keys) = keys {
         if !push.nonce.is_empty() && is_pubkey(&push.sender_pubkey) {
-            if let Ok(bytes) =
-                crypto::open_dm(keys, &push.sender_pubkey, &push.nonce, &push.ciphertext)
+            if let Ok(bytes) = boxes.open(keys, &push.sender_pubkey, &push.nonce, &push.ciphertext)
             {
                 if let Ok(text) = String::from_utf8(bytes) {
                     return (Some(text), MessageKind::Dm);
@@ -99,17 +105,17 @@ impl Handler<PushReceived> for InboxStore {
         // On a session connection, a DM opened with the session key is addressed to the
         // session; anything else it carries (broadcasts, groups, topics) is the mesh's and is
         // stored as the member's, like its copy on the member connection (SPEC §12).
-        let session_dm = msg
-            .session
-            .as_ref()
-            .and_then(|sk| match decrypt(Some(sk), &push) {
-                (body, MessageKind::Dm) => Some((body, sk.pubkey_hex())),
-                _ => None,
-            });
+        let session_dm =
+            msg.session
+                .as_ref()
+                .and_then(|sk| match decrypt(&mut self.boxes, Some(sk), &push) {
+                    (body, MessageKind::Dm) => Some((body, sk.pubkey_hex())),
+                    _ => None,
+                });
         let (body, kind, recipient_pubkey, recipient_kind) = match session_dm {
             Some((body, pubkey)) => (body, MessageKind::Dm, Some(pubkey), RecipientKind::Session),
             None => {
-                let (body, kind) = decrypt(member, &push);
+                let (body, kind) = decrypt(&mut self.boxes, member, &push);
                 (
                     body,
                     kind,

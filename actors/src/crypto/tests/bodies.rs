@@ -184,3 +184,61 @@ fn decode_plain_rejects_bad_base64_and_invalid_utf8() {
         "{bad_utf8:?}"
     );
 }
+
+/// The shared-key cache reproduces the known answer, sealing and opening, and keeps each
+/// pair of keys apart: after A→B is cached, the session key's DMs to B are sealed under its
+/// own exchange, and B opens each only with its true sender.
+#[test]
+fn the_dm_key_cache_reproduces_the_fixture_and_keeps_key_pairs_apart() {
+    let v = vectors();
+    let (a, b, s) = (keys_of(&v, "A"), keys_of(&v, "B"), keys_of(&v, "A_session"));
+    let plaintext = text(&v, "/dm/plaintext_utf8");
+    let mut boxes = DmBoxes::default();
+    for _ in 0..2 {
+        let sealed = boxes
+            .seal_with_nonce(&a, &b.pubkey_hex(), plaintext.as_bytes(), fixture_nonce())
+            .expect("seal");
+        assert_eq!(sealed.ciphertext_b64, text(&v, "/dm/ciphertext_b64"));
+    }
+    let from_session = boxes
+        .seal_with_nonce(&s, &b.pubkey_hex().to_uppercase(), b"hi", fixture_nonce())
+        .expect("seal");
+    assert_eq!(
+        from_session,
+        seal_dm_with_nonce(&s, &b.pubkey_hex(), b"hi", fixture_nonce()).expect("seal")
+    );
+    let mut opener = DmBoxes::default();
+    let (nonce, ct) = (&from_session.nonce_b64, &from_session.ciphertext_b64);
+    assert_eq!(
+        opener.open(&b, &s.pubkey_hex(), nonce, ct).expect("open"),
+        b"hi"
+    );
+    assert!(matches!(
+        opener.open(&b, &a.pubkey_hex(), nonce, ct),
+        Err(CryptoError::Decrypt)
+    ));
+    let fixture = opener
+        .open(
+            &b,
+            &a.pubkey_hex(),
+            text(&v, "/dm/nonce_b64"),
+            text(&v, "/dm/ciphertext_b64"),
+        )
+        .expect("open fixture dm");
+    assert_eq!(fixture, plaintext.as_bytes());
+    assert_eq!((boxes.len(), opener.len()), (2, 2));
+    assert!(opener.open(&b, &hex::encode(OFF_CURVE), nonce, ct).is_err());
+}
+
+#[test]
+fn the_dm_key_cache_never_holds_more_than_its_bound() {
+    let a = MemberKeys::generate();
+    let mut boxes = DmBoxes::default();
+    for _ in 0..DmBoxes::MAX + 10 {
+        boxes
+            .seal(&a, &MemberKeys::generate().pubkey_hex(), b"x")
+            .expect("seal");
+        assert!(boxes.len() <= DmBoxes::MAX);
+    }
+    assert!(!boxes.is_empty());
+}

@@ -17,7 +17,7 @@ use crate::broker::msg::{
 };
 use crate::broker::peers::is_pubkey;
 use crate::crypto;
-use crate::crypto::MemberKeys;
+use crate::crypto::{DmBoxes, MemberKeys};
 use crate::time::now_ms;
 
 impl OutboxDrainer {
@@ -223,7 +223,8 @@ impl OutboxDrainer {
                     Ok(t) => t,
                     Err((target, step)) => return (row, target, step),
                 };
-                let sent = send(&link, &keys, &row, &target, seq);
+                // A name resolved now: rare, sealed without the drainer's cache.
+                let sent = send(&link, &mut DmBoxes::default(), &keys, &row, &target, seq);
                 let step = match sent {
                     Ok(request) => Step::Delivered(delivered(request.await)),
                     Err(step) => step,
@@ -235,7 +236,7 @@ impl OutboxDrainer {
             }));
             return;
         };
-        match send(&link, &keys, &row, &target, seq) {
+        match send(&link, &mut self.boxes, &keys, &row, &target, seq) {
             Ok(request) => {
                 let fut = async move { delivered(request.await) };
                 ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
@@ -282,6 +283,7 @@ async fn resolve(
 /// mailbox when this returns); the request answers with the broker's outcome.
 fn send(
     link: &LinkRecipients,
+    boxes: &mut DmBoxes,
     keys: &MemberKeys,
     row: &OutboxRow,
     target: &str,
@@ -289,7 +291,8 @@ fn send(
 ) -> Result<RecipientRequest<DeliverSend>, Step> {
     let payload = row.payload.as_deref().unwrap_or_default();
     let body = if is_pubkey(target) {
-        crypto::seal_dm(keys, target, payload)
+        boxes
+            .seal(keys, target, payload)
             .map_err(|e| Step::Permanent(format!("encrypt: {e}")))?
     } else {
         match std::str::from_utf8(payload) {

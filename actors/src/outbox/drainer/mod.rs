@@ -167,6 +167,8 @@ pub struct OutboxDrainer {
     due: wake::DueTimes,
     /// Session connections, for rows sent by a session (`sessions.rs`).
     session_routes: sessions::SessionRoutes,
+    /// Shared DM keys per recipient: one X25519 exchange per peer, not per row.
+    boxes: crate::crypto::DmBoxes,
 }
 
 impl OutboxDrainer {
@@ -228,6 +230,7 @@ impl OutboxDrainer {
             late: late::LateAcks::default(),
             due: wake::DueTimes::default(),
             session_routes: Default::default(),
+            boxes: Default::default(),
         }
     }
 }
