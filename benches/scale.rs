@@ -80,8 +80,14 @@ fn rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb: f64| kb / 1024.0)
 }
 
-/// Writes `n` delivered outbox rows and `n` inbox rows straight into the files.
+/// Writes `n` delivered outbox rows and `n` inbox rows straight into the files, dated the
+/// last `n` milliseconds: inside every retention, so the daemon's start-up prune keeps them.
 fn prefill(daemon_dir: &Path, n: usize) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let first = now - n as i64;
     let mut o = rusqlite::Connection::open(daemon_dir.join("outbox.db")).unwrap();
     let tx = o.transaction().unwrap();
     {
@@ -95,7 +101,7 @@ fn prefill(daemon_dir: &Path, n: usize) {
             )
             .unwrap();
         for i in 0..n {
-            st.execute((format!("hist-{i:08}"), 1_700_000_000_000i64 + i as i64))
+            st.execute((format!("hist-{i:08}"), first + i as i64))
                 .unwrap();
         }
     }
@@ -111,7 +117,7 @@ fn prefill(daemon_dir: &Path, n: usize) {
             )
             .unwrap();
         for i in 0..n {
-            st.execute((format!("in-{i:08}"), 1_700_000_000_000i64 + i as i64))
+            st.execute((format!("in-{i:08}"), first + i as i64))
                 .unwrap();
         }
     }
@@ -241,6 +247,18 @@ fn one_size(alice_dir: &Path, state: &Path, port: u16, n: usize) -> Row {
     // The same requests again: every id is taken, answered without the writer.
     let repeat = accept_load(&sock, ACCEPTS, 64, &format!("u{n}"));
     let rss_loaded = rss_mb(d.0.id());
+    // The history is all still there: the start-up prune kept it (inside the retention).
+    let (status, page) = c.call(
+        "GET",
+        &format!("/v1/inbox?limit=50&before={}", n / 2 + 1),
+        "",
+    );
+    let page: serde_json::Value = serde_json::from_str(&page).unwrap();
+    let items = page["items"].as_array().map_or(0, Vec::len);
+    assert!(
+        status == 200 && items == 50.min(n / 2),
+        "inbox history pruned: {items} rows"
+    );
     // Drain to 64 destinations: bring the broker up.
     let (b, _, _) = broker(state, port);
     wait_open(&sock);

@@ -130,21 +130,9 @@ const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 /// Key of the clean-shutdown marker in `daemon_meta`.
 const CLEAN_SHUTDOWN_KEY: &str = "clean_shutdown";
 
-/// WAL pages after which a commit checkpoints (SQLite's default is 1,000). A checkpoint
-/// copies the WAL into the file and syncs both, on the writer's thread, between two group
-/// commits: at 1,000 pages a burst of accepts paid for one every tenth of a second. At 10,000
-/// (about 40 MB of WAL) unique-id accepts at c=64 went from 14,800 to 18,100-18,300/s and the
-/// inbox page p99 beside them from 8.1 to 3.8-4.0 ms (1k rows; at 1M rows 9,100 to 10,300/s;
-/// `benches/scale.rs`, issue 10).
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
-/// What the WAL file is cut back to once a checkpoint has emptied it, so a burst does not
-/// leave a 40 MB `outbox.db-wal` behind.
-const WAL_KEEP_BYTES: i64 = 4 * 1024 * 1024;
-
 /// Opens (creating it 0600 if needed) and migrates `outbox.db`.
 ///
-/// Sets WAL, `synchronous` per `durability`, `busy_timeout` 5 s, `foreign_keys` and the
-/// checkpoint cadence ([`WAL_AUTOCHECKPOINT_PAGES`], [`WAL_KEEP_BYTES`]). With
+/// Sets WAL, `synchronous` per `durability`, `busy_timeout` 5 s and `foreign_keys`. With
 /// `integrity_check`, runs `PRAGMA integrity_check` first (the caller does so after an
 /// unclean shutdown). A TypeScript daemon's outbox is adopted (see the `adopt` module).
 ///
@@ -173,10 +161,6 @@ pub fn open(
         .map_err(open_err(path, "set synchronous"))?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(open_err(path, "set foreign_keys"))?;
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
-        .map_err(open_err(path, "set wal_autocheckpoint"))?;
-    conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)
-        .map_err(open_err(path, "set journal_size_limit"))?;
     if integrity_check {
         self::integrity_check(&conn, path)?;
     }

@@ -265,15 +265,3 @@ fn a_version_1_outbox_with_rows_migrates_and_keeps_them() {
         .unwrap();
     assert_eq!(sessions, 0);
 }
-
-#[test]
-fn open_sets_the_checkpoint_cadence_and_the_wal_size_kept() {
-    let (_d, _p, conn) = temp_db();
-    let pages: i64 = conn
-        .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
-        .unwrap();
-    let kept: i64 = conn
-        .pragma_query_value(None, "journal_size_limit", |r| r.get(0))
-        .unwrap();
-    assert_eq!((pages, kept), (10_000, 4 * 1024 * 1024));
-}
