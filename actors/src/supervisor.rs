@@ -38,6 +38,9 @@ use crate::time::now_ms;
 /// Per-subscriber SSE buffer; a subscriber this far behind is dropped.
 const SSE_BUFFER: usize = 1024;
 
+/// Inbox rows one prune transaction deletes at most.
+const PRUNE_CHUNK: usize = 5_000;
+
 /// What the engine needs to start; databases are already opened, checked and migrated.
 pub struct EngineConfig {
     /// Selected meshes with their parsed keys, in config order.
@@ -173,23 +176,37 @@ pub fn start(cfg: EngineConfig) -> Engine {
         daemon_dir,
     }));
 
-    // Inbox retention: prune hourly (and once now).
+    // Inbox retention: prune hourly (and once now), in chunks, so pushes are stored between
+    // them even when a long outage or a shorter retention leaves a million rows to delete.
     let retention_ms = i64::from(tuning.inbox.retention_days) * 86_400_000;
     let pruner = inbox.clone();
     actix::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
-            match pruner
-                .send(PruneInbox {
-                    older_than_ms: now_ms() - retention_ms,
-                })
-                .await
-            {
-                Ok(Ok(n)) if n > 0 => log::info!("inbox: pruned {n} rows past retention"),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => log::error!("inbox prune failed: {e}"),
-                Err(_) => break,
+            let cutoff = now_ms() - retention_ms;
+            let mut pruned = 0;
+            loop {
+                let chunk = PruneInbox {
+                    older_than_ms: cutoff,
+                    limit: PRUNE_CHUNK,
+                };
+                match pruner.send(chunk).await {
+                    Ok(Ok(n)) => {
+                        pruned += n;
+                        if n < PRUNE_CHUNK {
+                            break;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        log::error!("inbox prune failed: {e}");
+                        break;
+                    }
+                    Err(_) => return,
+                }
+            }
+            if pruned > 0 {
+                log::info!("inbox: pruned {pruned} rows past retention");
             }
         }
     });

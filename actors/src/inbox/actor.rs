@@ -256,7 +256,7 @@ impl Handler<PruneInbox> for InboxStore {
     type Result = Result<usize, InboxActorError>;
 
     fn handle(&mut self, msg: PruneInbox, _ctx: &mut Context<Self>) -> Self::Result {
-        Ok(store::prune(&self.conn, msg.older_than_ms)?)
+        Ok(store::prune(&self.conn, msg.older_than_ms, msg.limit)?)
     }
 }
 

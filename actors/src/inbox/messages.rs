@@ -359,8 +359,15 @@ pub fn query(
     Ok((items, next_before))
 }
 
-/// Deletes rows received before `older_than_ms` (unix ms); returns how many.
-pub fn prune(conn: &Connection, older_than_ms: i64) -> Result<usize, InboxError> {
-    conn.execute("DELETE FROM inbox WHERE received_at < ?1", [older_than_ms])
-        .map_err(sql_op("prune inbox"))
+/// Deletes at most `limit` of the rows received before `older_than_ms` (unix ms), oldest
+/// first; returns how many. Callers repeat it until it deletes fewer than `limit`, so a large
+/// prune is many short transactions with inbound pushes stored between them, not one long
+/// one.
+pub fn prune(conn: &Connection, older_than_ms: i64, limit: usize) -> Result<usize, InboxError> {
+    conn.execute(
+        "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE received_at < ?1
+           ORDER BY received_at LIMIT ?2)",
+        (older_than_ms, i64::try_from(limit).unwrap_or(i64::MAX)),
+    )
+    .map_err(sql_op("prune inbox"))
 }

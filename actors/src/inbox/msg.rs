@@ -97,11 +97,13 @@ pub struct ReplayEvents {
     pub limit: usize,
 }
 
-/// Command: delete inbox rows older than the retention.
+/// Command: delete at most `limit` inbox rows older than the retention (the caller repeats it
+/// while it deletes `limit`: pushes are stored between two chunks).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<usize, InboxActorError>")]
 pub struct PruneInbox {
     pub older_than_ms: i64,
+    pub limit: usize,
 }
 
 /// Command: mark a clean shutdown and stop using the database.

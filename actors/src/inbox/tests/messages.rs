@@ -211,15 +211,29 @@ fn query_filters_by_since_topic_sender_and_mesh() {
     assert_eq!(brokers(InboxQuery { limit: 1, ..base }), ["b3"]);
 }
 
+/// A prune deletes at most its limit, oldest first, so a large one runs as short chunks.
+#[test]
+fn prune_deletes_at_most_its_limit_oldest_first() {
+    let (_d, _p, mut conn) = fresh_db();
+    for i in 0..25 {
+        insert_message(&mut conn, &msg(None, &format!("b{i:02}"), 1_000 + i), 100).unwrap();
+    }
+    assert_eq!(prune(&conn, 1_020, 8).unwrap(), 8);
+    assert_eq!(prune(&conn, 1_020, 8).unwrap(), 8);
+    assert_eq!(prune(&conn, 1_020, 8).unwrap(), 4);
+    assert_eq!(prune(&conn, 1_020, 8).unwrap(), 0);
+    assert_eq!(count(&conn), 5, "rows at or after the cutoff stay");
+}
+
 #[test]
 fn prune_deletes_only_rows_older_than_the_cutoff() {
     let (_d, _p, mut conn) = fresh_db();
     for (i, t) in [1_000, 2_000, 3_000].iter().enumerate() {
         insert_message(&mut conn, &msg(None, &format!("b{i}"), *t), 100).unwrap();
     }
-    assert_eq!(prune(&conn, 2_000).unwrap(), 1);
+    assert_eq!(prune(&conn, 2_000, 100).unwrap(), 1);
     assert_eq!(count(&conn), 2);
-    assert_eq!(prune(&conn, 2_000).unwrap(), 0);
+    assert_eq!(prune(&conn, 2_000, 100).unwrap(), 0);
     // A pruned message that is redelivered is stored again (retention bounds dedupe too).
     assert!(matches!(
         insert_message(&mut conn, &msg(None, "b0", 4_000), 100).unwrap(),
