@@ -182,6 +182,14 @@ fn topic_send(id: &str, i: usize, to: &str, target: Option<&str>) -> NewSend {
     }
 }
 
+/// One send per id, all to topic `#t`, in order.
+fn to_one_topic(ids: &[String]) -> Vec<NewSend> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| topic_send(id, i, "#t", Some("#t")))
+        .collect()
+}
+
 /// A drainer over a database holding `sends` (accepted one by one, in order), link down.
 fn rig_of(sends: &[NewSend], tuning: OutboxTuning, link: FakeLink) -> Rig {
     rig_built(sends, tuning, link, |_| {})
@@ -307,11 +315,7 @@ async fn a_name_resolved_at_drain_time_does_not_overtake_an_older_row_to_its_tar
 #[actix::test]
 async fn a_failed_row_sends_the_rows_behind_it_again_after_its_retry_in_order() {
     let ids: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
-    let sends: Vec<NewSend> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| topic_send(id, i, "#t", Some("#t")))
-        .collect();
+    let sends = to_one_topic(&ids);
     let link = FakeLink {
         fail_once: vec!["r3".into()],
         ..FakeLink::default()
@@ -420,11 +424,7 @@ async fn rows_claimed_ahead_go_out_one_per_destination_within_the_mesh_window() 
 #[actix::test]
 async fn held_rows_behind_a_failed_row_go_back_unsent_and_follow_it_in_order() {
     let ids: Vec<String> = (0..20).map(|i| format!("r{i:02}")).collect();
-    let sends: Vec<NewSend> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| topic_send(id, i, "#t", Some("#t")))
-        .collect();
+    let sends = to_one_topic(&ids);
     let link = FakeLink {
         ack_after_ms: 2,
         fail_once: vec!["r05".into()],
