@@ -33,7 +33,7 @@ use std::str::FromStr;
 
 pub use accept::{accept_batch, lookup, mint_client_message_id};
 pub use admin::{counts, get, list, next_due_after, prune_payloads, requeue};
-pub use claim::{claim_due, claim_window, claim_window_in, InFlight};
+pub use claim::{claim_due, claim_window, InFlight};
 pub use drain::{
     expire, mark_dead, mark_done, mark_retry, release_claims, reset_inflight, set_target,
     settle_target, wake, Settled,

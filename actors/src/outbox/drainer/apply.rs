@@ -191,17 +191,16 @@ impl OutboxDrainer {
                         .map_err(|e| format!("row {id}: {e}"))
                 })
                 .collect();
-            // The claims that refill the freed slots commit with the outcomes: one commit.
+            tx.commit()
+                .map_err(store::StoreError::sql("apply outcomes: commit"))?;
             let claimed: Vec<(String, Result<Vec<OutboxRow>, String>)> = claims
                 .into_iter()
                 .map(|(mesh, free, busy)| {
-                    let rows = store::claim_window_in(&tx, &mesh, now, free, per_dest, &busy)
+                    let rows = store::claim_window(conn, &mesh, now, free, per_dest, &busy)
                         .map_err(|e| e.to_string());
                     (mesh, rows)
                 })
                 .collect();
-            tx.commit()
-                .map_err(store::StoreError::sql("apply outcomes: commit"))?;
             Ok((died, claimed))
         }));
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {

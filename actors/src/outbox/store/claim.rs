@@ -76,47 +76,6 @@ pub fn claim_window(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(StoreError::sql("claim: begin"))?;
-    let claimed = claim_rows(&tx, mesh, now_ms, limit, per_dest, busy)?;
-    tx.commit().map_err(StoreError::sql("claim: commit"))?;
-    Ok(claimed)
-}
-
-/// [`claim_window`] inside the caller's transaction (the group apply's, so an apply and the
-/// claim that refills its slots commit once), under a savepoint: a failed claim leaves the
-/// caller's work as it was.
-pub fn claim_window_in(
-    conn: &Connection,
-    mesh: &str,
-    now_ms: i64,
-    limit: usize,
-    per_dest: usize,
-    busy: &HashMap<String, InFlight>,
-) -> Result<Vec<OutboxRow>, StoreError> {
-    const OP: &str = "claim: savepoint";
-    if limit == 0 || per_dest == 0 {
-        return Ok(Vec::new());
-    }
-    conn.execute_batch("SAVEPOINT claim")
-        .map_err(StoreError::sql(OP))?;
-    let result = claim_rows(conn, mesh, now_ms, limit, per_dest, busy);
-    let end = if result.is_ok() {
-        "RELEASE claim"
-    } else {
-        "ROLLBACK TO claim; RELEASE claim"
-    };
-    conn.execute_batch(end).map_err(StoreError::sql(OP))?;
-    result
-}
-
-/// The rows [`claim_window`] claims, set `inflight` on `tx` (the caller commits).
-fn claim_rows(
-    tx: &Connection,
-    mesh: &str,
-    now_ms: i64,
-    limit: usize,
-    per_dest: usize,
-    busy: &HashMap<String, InFlight>,
-) -> Result<Vec<OutboxRow>, StoreError> {
     let heads: Vec<(i64, String, bool)> = tx
         .prepare_cached(DUE_HEADS)
         .and_then(|mut st| {
@@ -189,6 +148,7 @@ fn claim_rows(
             }
         }
     }
+    tx.commit().map_err(StoreError::sql("claim: commit"))?;
     Ok(claimed)
 }
 

@@ -97,32 +97,3 @@ fn claim_window_sends_a_row_to_an_unresolved_name_alone() {
         .unwrap()
         .is_empty());
 }
-
-/// Inside the group apply's transaction the claim takes the same rows as on its own, and
-/// they are the caller's to commit or roll back.
-#[test]
-fn a_claim_inside_the_callers_transaction_takes_the_same_rows_and_commits_with_it() {
-    let build = || {
-        let (d, p, mut conn) = temp_db();
-        let a = rows_to(&mut conn, &pk('a'), 4, NOW);
-        let b = rows_to(&mut conn, &pk('b'), 2, NOW + 100);
-        (d, p, conn, a, b)
-    };
-    let (_d1, _p1, mut alone, a, b) = build();
-    let expected = ids(claim_window(&mut alone, "m1", NOW + 200, 5, 2, &HashMap::new()).unwrap());
-    assert_eq!(expected, vec![a[0], b[0], a[1], b[1]]);
-    let (_d2, _p2, mut inside, ..) = build();
-    let tx = inside.transaction().unwrap();
-    let got = ids(claim_window_in(&tx, "m1", NOW + 200, 5, 2, &HashMap::new()).unwrap());
-    assert_eq!(got, expected);
-    tx.rollback().unwrap();
-    assert!(expected
-        .iter()
-        .all(|id| status(&inside, *id) == Status::Pending));
-    let tx = inside.transaction().unwrap();
-    claim_window_in(&tx, "m1", NOW + 200, 5, 2, &HashMap::new()).unwrap();
-    tx.commit().unwrap();
-    assert!(expected
-        .iter()
-        .all(|id| status(&inside, *id) == Status::Inflight));
-}
