@@ -228,15 +228,7 @@ async fn a_link_coming_up_drains_every_due_row_to_it() {
     let r = rig(&["a", "b"]);
     r.drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
     assert!(wait_for(|| r.delivered.lock().unwrap().len() == 2).await);
-    let mut all_done = false;
-    for _ in 0..250 {
-        all_done = statuses(&r.db).await == [Status::Done, Status::Done];
-        if all_done {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(all_done);
+    assert!(wait_for_all_done(&r.db, 2).await);
 }
 
 /// Issue 13 item 4: a claim that completes after `StopDraining` must not be dispatched (the
