@@ -150,15 +150,20 @@ fn outbox_open_and_dead(d: &Daemon) -> (i64, i64) {
 
 /// Stops the broker, starts a pipelining `alice`, has her accept `n` DMs to bob, then brings
 /// the broker back (same port, `flags`): the whole drain happens after the accepts.
+///
+/// Alice is stopped before the broker returns and started again only once bob is connected:
+/// the broker refuses a DM to a member with no live connection (BROKER-PROTOCOL §7.1), and a
+/// refused head row lets the rows pipelined behind it arrive first. Bob online first is what
+/// makes the exact order a property of the daemon, not of who reconnected first.
 fn accepted_while_broker_away(
     w: &mut World,
     flags: &[&str],
     tag: &str,
     n: usize,
-) -> (Daemon, Vec<String>) {
+) -> (Daemon, Daemon, Vec<String>) {
     w.broker.stop();
     let window = WINDOW.to_string();
-    let alice = Daemon::spawn(
+    let mut alice = Daemon::spawn(
         &w.config_dir("alice"),
         &[
             ("CLAUDEMESH_OUTBOX_DESTINATION_WINDOW", window.as_str()),
@@ -172,8 +177,10 @@ fn accepted_while_broker_away(
         alice.log()
     );
     let expected = post_dms(&alice, &w.pubkey("bob"), tag, n);
+    assert_eq!(alice.stop(), Some(0), "{}", alice.log());
     w.restart_broker(flags);
-    (alice, expected)
+    let bob = Daemon::start(&w.config_dir("bob"), &[]);
+    (pipelined(w, "alice"), bob, expected)
 }
 
 /// Waits until `to` has stored `n` messages and `from` has nothing left to send.
@@ -196,9 +203,8 @@ fn ten_thousand_rows_to_one_peer_arrive_in_order_once_through_dropped_sockets() 
     // flight fails at once; the unacked ones are sent again and answered `duplicate:true`.
     let flags = ["--no-rate-limit", "--dedupe", "--drop-every", "1500"];
     let mut w = World::new("alice,bob", &flags);
-    let bob = Daemon::start(&w.config_dir("bob"), &[]);
     let t = Instant::now();
-    let (alice, expected) = accepted_while_broker_away(&mut w, &flags, "p", 10_000);
+    let (alice, bob, expected) = accepted_while_broker_away(&mut w, &flags, "p", 10_000);
     eprintln!("10,000 accepted in {:?}", t.elapsed());
     wait_delivered(&alice, &bob, 10_000, Duration::from_secs(120));
     eprintln!("10,000 delivered in {:?}", t.elapsed());
@@ -223,8 +229,7 @@ fn refused_rows_with_queued_rows_behind_them_arrive_once_and_at_most_a_window_la
     // go back behind the refused row and are sent again; `--dedupe` answers them duplicate.
     let flags = ["--no-rate-limit", "--dedupe", "--fail-every", "101"];
     let mut w = World::new("alice,bob", &flags);
-    let bob = Daemon::start(&w.config_dir("bob"), &[]);
-    let (alice, expected) = accepted_while_broker_away(&mut w, &flags, "f", 2_000);
+    let (alice, bob, expected) = accepted_while_broker_away(&mut w, &flags, "f", 2_000);
     wait_delivered(&alice, &bob, 2_000, Duration::from_secs(90));
     let got = all_inbox_bodies(&bob);
     let mut once = got.clone();
@@ -248,9 +253,8 @@ fn refused_rows_with_queued_rows_behind_them_arrive_once_and_at_most_a_window_la
 fn kill_9_mid_window_then_restart_delivers_every_accepted_message_in_order_once() {
     let flags = ["--no-rate-limit", "--dedupe"];
     let mut w = World::new("alice,bob", &flags);
-    let bob = Daemon::start(&w.config_dir("bob"), &[]);
     // Everything is accepted while the broker is away, so the kill lands mid-drain.
-    let (mut alice, expected) = accepted_while_broker_away(&mut w, &flags, "k", 4_000);
+    let (mut alice, bob, expected) = accepted_while_broker_away(&mut w, &flags, "k", 4_000);
     assert!(
         wait_until(Duration::from_secs(30), || counter(&bob, "receives") >= 50),
         "{}",
