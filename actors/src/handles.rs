@@ -12,6 +12,7 @@ use crate::events::EventHub;
 use crate::inbox::actor::InboxStore;
 use crate::metrics::Metrics;
 use crate::outbox::drainer::OutboxDrainer;
+use crate::outbox::seen::SeenIds;
 use crate::readpool::ReadPool;
 use crate::sessions::SessionRegistry;
 use crate::settings::Tuning;
@@ -51,6 +52,8 @@ pub struct Handles {
     pub inbox: Addr<InboxStore>,
     /// Read-only connections to `outbox.db`: counts, listing, lookups (never the writer).
     pub outbox_reads: ReadPool,
+    /// The ids `outbox.db` may hold: a new id skips the read-only lookup.
+    pub outbox_ids: Arc<SeenIds>,
     /// Read-only connections to `inbox.db`: paging without `mark_seen`.
     pub inbox_reads: ReadPool,
     pub events: Addr<EventHub>,

@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::outbox::db::OutboxDb;
 use crate::outbox::drainer::{DrainTarget, OutboxDrainer};
 use crate::outbox::msg::{CloseOutbox, StopDraining};
+use crate::outbox::seen::SeenIds;
 use crate::readpool::ReadPool;
 use crate::sessions::links::{AttachSessionLinks, SessionLinkFactory};
 use crate::sessions::msg::CloseSessions;
@@ -77,6 +78,39 @@ fn reads_of(writer: &Connection) -> ReadPool {
     ReadPool::new(Path::new(writer.path().unwrap_or_default()))
 }
 
+/// Adds the ids already in `outbox.db` to `ids` on a thread of its own (a scan in chunks on a
+/// reader); until it ends, every send with an id asks a reader (SPEC §5.3 lookups).
+fn load_seen_ids(ids: &Arc<SeenIds>, reads: &ReadPool) {
+    let (ids, reads) = (ids.clone(), reads.clone());
+    let spawned = std::thread::Builder::new()
+        .name("outbox-ids".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            match reads.read(|c| ids.load(c).map_err(ReadFailure::Sql)) {
+                Ok(n) => log::info!(
+                    "outbox: {n} message ids loaded in {} ms ({} KiB)",
+                    started.elapsed().as_millis(),
+                    ids.bytes() / 1024
+                ),
+                Err(e) => log::warn!(
+                    "outbox: message ids not loaded, every send with an id is looked up: {e}"
+                ),
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("outbox: cannot start the id scan, every send with an id is looked up: {e}");
+    }
+}
+
+/// Why the id scan failed.
+#[derive(Debug, thiserror::Error)]
+enum ReadFailure {
+    #[error(transparent)]
+    Pool(#[from] crate::readpool::ReadError),
+    #[error("scan: {0}")]
+    Sql(rusqlite::Error),
+}
+
 /// Starts every actor. Must run inside an actix system.
 pub fn start(cfg: EngineConfig) -> Engine {
     let metrics = cfg.metrics.clone();
@@ -90,6 +124,8 @@ pub fn start(cfg: EngineConfig) -> Engine {
         .collect();
     let journal_keep = usize::try_from(tuning.inbox.event_journal).unwrap_or(usize::MAX);
     let (outbox_reads, inbox_reads) = (reads_of(&cfg.outbox), reads_of(&cfg.inbox));
+    let outbox_ids = Arc::new(SeenIds::new());
+    load_seen_ids(&outbox_ids, &outbox_reads);
     let inbox_arbiter = Arbiter::new();
     let inbox_conn = cfg.inbox;
     let (ev, me) = (events.clone(), metrics.clone());
@@ -215,6 +251,7 @@ pub fn start(cfg: EngineConfig) -> Engine {
         outbox,
         inbox,
         outbox_reads,
+        outbox_ids,
         inbox_reads,
         events,
         sessions: session_registry,

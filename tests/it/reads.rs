@@ -90,3 +90,78 @@ fn reads_answer_while_both_writers_wait_on_a_held_write_lock() {
     // The blocked writes ended one way or the other (200/202 or 503 storage_busy).
     assert!(seen.is_ok() && send.is_ok(), "{seen:?} {send:?}");
 }
+
+/// A send's id known to be new skips the read-only lookup and goes to the writer; a repeated
+/// one is still answered off the writer: an id accepted before a restart once the start-up
+/// scan has loaded the ids in `outbox.db`, one accepted since, and one the daemon minted.
+#[test]
+fn after_a_restart_a_repeated_id_is_answered_off_the_writer_and_a_new_one_waits_for_it() {
+    let w = World::new("alice,bob", &NO_RATE);
+    let mut alice = Daemon::start(&w.config_dir("alice"), &[]);
+    let body = json!({"to": "*", "message": "kept", "client_message_id": "k-0"});
+    assert_eq!(alice.post("/v1/send", &body).status, 202);
+    assert_eq!(alice.stop(), Some(0), "{}", alice.log());
+    let alice = Daemon::start(&w.config_dir("alice"), &[]);
+    assert!(
+        wait_until(Duration::from_secs(10), || alice
+            .log()
+            .contains("message ids loaded")),
+        "{}",
+        alice.log()
+    );
+    let since = json!({"to": "*", "message": "since", "client_message_id": "k-2"});
+    assert_eq!(alice.post("/v1/send", &since).status, 202);
+    let minted = alice.post("/v1/send", &json!({"to": "*", "message": "minted"}));
+    assert_eq!(minted.status, 202, "{}", minted.body);
+    let minted_id = minted.json()["client_message_id"].clone();
+    let minted = json!({"to": "*", "message": "minted", "client_message_id": minted_id});
+
+    let dir = alice.daemon_dir.clone();
+    let mut outbox_lock = rusqlite::Connection::open(dir.join("outbox.db")).expect("outbox.db");
+    let lock = outbox_lock
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .expect("lock outbox");
+    let sock = alice.socket();
+    let fresh = thread::spawn(move || {
+        let body = json!({"to": "*", "message": "new", "client_message_id": "k-1"});
+        claudemeshd::client::request(
+            &claudemeshd::client::Endpoint::Socket(&sock),
+            "POST",
+            "/v1/send",
+            Some(&body.to_string()),
+            Duration::from_secs(30),
+        )
+        .map(|r| r.status)
+    });
+    let repeat = alice.post("/v1/send", &body);
+    let repeat_since = alice.post("/v1/send", &since);
+    let repeat_minted = alice.post("/v1/send", &minted);
+    // Give the new id time to reach the writer (it waits there up to its 5 s busy timeout).
+    thread::sleep(Duration::from_millis(500));
+    let fresh_waited = !fresh.is_finished();
+    drop(lock);
+    let fresh = fresh.join().expect("send thread");
+
+    // Delivered before the restart, or still pending: either answer comes off the writer.
+    assert!(
+        [200, 202].contains(&repeat.status),
+        "{} {}",
+        repeat.status,
+        repeat.body
+    );
+    assert_eq!(repeat.json()["client_message_id"], "k-0", "{}", repeat.body);
+    assert!(
+        [200, 202].contains(&repeat_since.status),
+        "{} {}",
+        repeat_since.status,
+        repeat_since.body
+    );
+    assert!(
+        [200, 202].contains(&repeat_minted.status),
+        "{} {}",
+        repeat_minted.status,
+        repeat_minted.body
+    );
+    assert!(fresh_waited, "a new id was answered without the writer");
+    assert_eq!(fresh.ok(), Some(202));
+}

@@ -4,9 +4,11 @@
 //! - [`db`]: the OutboxDb actor, the one thread that runs that SQL (the only writer).
 //! - [`drainer`]: the OutboxDrainer actor — group-commit accepts, per-destination drain, ack
 //!   outcomes; [`msg`]: the messages it accepts; `outcome`: the pure outcome table.
+//! - [`seen`]: the ids the outbox may hold, so that a new id skips the read-only lookup.
 
 pub mod db;
 pub mod drainer;
 pub mod msg;
 mod outcome;
+pub mod seen;
 pub mod store;
