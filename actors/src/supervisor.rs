@@ -78,15 +78,26 @@ fn reads_of(writer: &Connection) -> ReadPool {
     ReadPool::new(Path::new(writer.path().unwrap_or_default()))
 }
 
-/// Adds the ids already in `outbox.db` to `ids` on a thread of its own (a scan in chunks on a
-/// reader); until it ends, every send with an id asks a reader (SPEC §5.3 lookups).
-fn load_seen_ids(ids: &Arc<SeenIds>, reads: &ReadPool) {
-    let (ids, reads) = (ids.clone(), reads.clone());
+/// Adds the ids already in `outbox.db` to `ids` on a thread of its own; until it ends, every
+/// send with an id asks a reader (SPEC §5.3 lookups). The scan has a read-only connection of
+/// its own with a small page cache, closed when it ends, and the allocator's freed memory is
+/// handed back then: an idle daemon keeps only the filter.
+fn load_seen_ids(ids: &Arc<SeenIds>, outbox: &Path) {
+    let (ids, path) = (ids.clone(), outbox.to_path_buf());
     let spawned = std::thread::Builder::new()
         .name("outbox-ids".into())
         .spawn(move || {
             let started = std::time::Instant::now();
-            match reads.read(|c| ids.load(c).map_err(ReadFailure::Sql)) {
+            let scanned = Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .and_then(|c| {
+                c.pragma_update(None, "cache_size", -SCAN_CACHE_KIB)?;
+                ids.load(&c)
+            });
+            match scanned {
                 Ok(n) => log::info!(
                     "outbox: {n} message ids loaded in {} ms ({} KiB)",
                     started.elapsed().as_millis(),
@@ -96,20 +107,19 @@ fn load_seen_ids(ids: &Arc<SeenIds>, reads: &ReadPool) {
                     "outbox: message ids not loaded, every send with an id is looked up: {e}"
                 ),
             }
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only releases free memory of the allocator's arenas.
+            unsafe {
+                libc::malloc_trim(0);
+            }
         });
     if let Err(e) = spawned {
         log::warn!("outbox: cannot start the id scan, every send with an id is looked up: {e}");
     }
 }
 
-/// Why the id scan failed.
-#[derive(Debug, thiserror::Error)]
-enum ReadFailure {
-    #[error(transparent)]
-    Pool(#[from] crate::readpool::ReadError),
-    #[error("scan: {0}")]
-    Sql(rusqlite::Error),
-}
+/// Page cache of the start-up id scan, in KiB: it reads each index page once.
+const SCAN_CACHE_KIB: i64 = 256;
 
 /// Starts every actor. Must run inside an actix system.
 pub fn start(cfg: EngineConfig) -> Engine {
@@ -125,7 +135,7 @@ pub fn start(cfg: EngineConfig) -> Engine {
     let journal_keep = usize::try_from(tuning.inbox.event_journal).unwrap_or(usize::MAX);
     let (outbox_reads, inbox_reads) = (reads_of(&cfg.outbox), reads_of(&cfg.inbox));
     let outbox_ids = Arc::new(SeenIds::new());
-    load_seen_ids(&outbox_ids, &outbox_reads);
+    load_seen_ids(&outbox_ids, outbox_reads.path());
     let inbox_arbiter = Arbiter::new();
     let inbox_conn = cfg.inbox;
     let (ev, me) = (events.clone(), metrics.clone());

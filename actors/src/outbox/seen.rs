@@ -32,6 +32,9 @@ const BITS_PER_ID: usize = 10;
 const PROBES: u64 = 7;
 /// Ids read per transaction by the start-up scan.
 const SCAN_CHUNK: i64 = 10_000;
+/// One chunk of the start-up scan: the ids after `?1`, in index order.
+const SCAN: &str = "SELECT client_message_id FROM outbox WHERE client_message_id > ?1
+  ORDER BY client_message_id LIMIT ?2";
 
 /// One Bloom filter of the chain.
 struct Link {
@@ -146,23 +149,26 @@ impl SeenIds {
     /// Adds every id of `outbox` (a read-only connection to `outbox.db`), a chunk per read
     /// transaction, then marks the set loaded. Returns how many ids were read. Run once, off
     /// the request path; ids accepted meanwhile are added by their requests.
+    ///
+    /// The scan walks the `client_message_id` index (it covers the query: the table's pages,
+    /// with their payloads, are never read) and adds each id as it is read.
     pub fn load(&self, outbox: &Connection) -> rusqlite::Result<usize> {
-        let mut after = 0i64;
-        let mut total = 0;
-        let mut st = outbox.prepare(
-            "SELECT id, client_message_id FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
-        )?;
+        let mut st = outbox.prepare(SCAN)?;
+        let (mut after, mut total) = (String::new(), 0);
         loop {
-            let rows: Vec<(i64, String)> = st
-                .query_map((after, SCAN_CHUNK), |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            for (_, id) in &rows {
+            let mut rows = st.query((&after, SCAN_CHUNK))?;
+            let mut read = 0;
+            while let Some(row) = rows.next()? {
+                let id = row.get_ref(0)?.as_str()?;
                 self.add(id);
+                read += 1;
+                if read == SCAN_CHUNK {
+                    after = id.to_owned();
+                }
             }
-            total += rows.len();
-            match rows.last() {
-                Some((id, _)) if rows.len() as i64 == SCAN_CHUNK => after = *id,
-                _ => break,
+            total += read as usize;
+            if read < SCAN_CHUNK {
+                break;
             }
         }
         self.loaded.store(true, Ordering::Release);
@@ -186,6 +192,29 @@ mod tests {
         let s = SeenIds::new();
         s.loaded.store(true, Ordering::Release);
         s
+    }
+
+    #[test]
+    fn the_scan_reads_only_the_id_index_of_the_real_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::outbox::store::open(
+            &dir.path().join("outbox.db"),
+            crate::outbox::store::Durability::Normal,
+            false,
+        )
+        .unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {SCAN}"))
+            .unwrap()
+            .query_map(("", SCAN_CHUNK), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|l| l.contains("USING COVERING INDEX")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "{plan:?}");
     }
 
     #[test]
@@ -225,7 +254,7 @@ mod tests {
     fn the_scan_adds_every_id_in_the_file_in_chunks_and_marks_the_set_loaded() {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(
-            "CREATE TABLE outbox (id INTEGER PRIMARY KEY, client_message_id TEXT NOT NULL);",
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY, client_message_id TEXT NOT NULL UNIQUE);",
         )
         .unwrap();
         let n = SCAN_CHUNK as usize * 2 + 7;
