@@ -439,7 +439,9 @@ fn main() {
     };
     line("rows", &|r| r.size.to_string());
     line("start to health, ms", &|r| format!("{:.1}", r.start_ms));
-    line("RSS 1 s after start, MB", &|r| format!("{:.1}", r.rss_start));
+    line("RSS 1 s after start, MB", &|r| {
+        format!("{:.1}", r.rss_start)
+    });
     line("health p50, ms", &|r| format!("{:.3}", r.health_p50));
     line("accept, unique ids, c=64, /s", &|r| {
         format!("{:.0}", r.accept.0)
