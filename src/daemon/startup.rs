@@ -3,6 +3,7 @@
 //! listeners; plus the one-time host-fingerprint check.
 
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -73,6 +74,7 @@ pub(super) fn attach(
         .map_err(|e| DaemonError::Storage(e.to_string()))?;
     let unix = files::bind_private_socket(&dirs.daemon_dir, "daemon.sock")
         .map_err(|e| DaemonError::Io(e.to_string()))?;
+    widen_backlog(&unix).map_err(|e| DaemonError::Io(format!("daemon.sock: listen: {e}")))?;
     // Gone before the bind: if the bind fails or we die before writing the new one, no
     // stale port is left for `--tcp` clients.
     let _ = std::fs::remove_file(dirs.tcp_port_file());
@@ -138,6 +140,25 @@ pub(super) fn check_host(path: &Path, policy: ClonePolicy) -> Result<(), DaemonE
     }
 }
 
+/// Connections the kernel queues for a listener before the daemon accepts them. The standard
+/// library listens with 128: a burst of more connections at once (1,000 SSE subscribers
+/// connecting together) overflowed it and some were dropped before the daemon saw them. The
+/// connection budgets (at most 1,024 TCP, 512 socket) bound what is served; this only keeps
+/// a burst from being lost before the gate can apply them. The kernel caps it at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: libc::c_int = 1024;
+
+/// Listens again on `listener` with [`LISTEN_BACKLOG`] (Linux and the BSDs update the queue
+/// length of a listening socket).
+fn widen_backlog(listener: &impl AsRawFd) -> std::io::Result<()> {
+    // SAFETY: `listen` on a descriptor we own and that is already a listening socket.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn bind_tcp(
     settings: &DaemonSettings,
     port: Option<u16>,
@@ -148,7 +169,7 @@ fn bind_tcp(
     }
     let port = port.unwrap_or(ipc.tcp_port);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    match TcpListener::bind(addr) {
+    match TcpListener::bind(addr).and_then(|l| widen_backlog(&l).map(|()| l)) {
         Ok(l) => Ok(Some(l)),
         Err(e) if settings.tcp_port_explicit => Err(DaemonError::Config(format!(
             "tcp port {port} is not available: {e}"

@@ -231,3 +231,48 @@ fn a_tcp_flood_from_another_user_neither_starves_the_owner_nor_grows_memory() {
         d.log()
     );
 }
+
+/// A burst of connections larger than the standard library's listen queue (128) is queued by
+/// the kernel while the daemon cannot accept (stopped with SIGSTOP here; busy in real life)
+/// and every one is answered once it runs again. Before the daemon widened its listen queue,
+/// the connections past 129 were not even established (SSE fan-out: subscribers lost in a
+/// burst of 1,000).
+#[test]
+fn a_burst_of_400_connections_waits_in_the_listen_queue_and_every_one_is_answered() {
+    use std::io::{Read, Write};
+    const BURST: usize = 400;
+    let w = World::new("alice", &["--no-rate-limit"]);
+    let alice = Daemon::start(&w.config_dir("alice"), &[]);
+    let (port, token) = (alice.tcp_port(), alice.token());
+    let pid = alice.child.as_ref().expect("child").id() as libc::pid_t;
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let conns: Vec<std::net::TcpStream> = (0..BURST)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()
+        })
+        .collect();
+    let queued = conns.len();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(
+        queued, BURST,
+        "connections established while the daemon was stopped"
+    );
+    let mut answered = 0;
+    for mut c in conns {
+        c.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        write!(
+            c,
+            "GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut head = [0u8; 12];
+        if c.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200" {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, BURST, "{}", alice.log());
+}
