@@ -3,7 +3,8 @@
 //! (delivered history) and `inbox.db`: start to health, RSS, health p50, accept throughput and
 //! p99 at c=64 with an inbox page p99 measured beside that load, and the drain of what was
 //! accepted to one destination and to 64. Then SSE fan-out: 1,000 subscribers at 1,000
-//! events/s. Prints one table. Bounded: fixed work per phase, every wait has a timeout.
+//! events/s, each resuming by id when the daemon ends its stream for a slow reader. Prints one
+//! table. Bounded: fixed work per phase, every wait has a timeout.
 //! Rows are written straight into the files with the daemon stopped (the schema is the
 //! daemon's: it created and migrated them on a first start).
 //!
@@ -302,7 +303,13 @@ fn tcp_port(daemon_dir: &Path) -> u16 {
 
 /// 1,000 SSE subscribers on bob's TCP port while alice sends bob 1,000 messages/s: events lost
 /// (summed over subscribers) and bob's RSS at the end.
-fn fanout(alice_dir: &Path, bob_dir: &Path, state: &Path, port: u16) -> (usize, usize, f64, f64) {
+/// Returns (subscribers connected, deliveries lost, streams resumed by id, RSS MB, seconds).
+fn fanout(
+    alice_dir: &Path,
+    bob_dir: &Path,
+    state: &Path,
+    port: u16,
+) -> (usize, usize, usize, f64, f64) {
     let (_b, _, _) = broker(state, port);
     let (asock, bsock) = (
         alice_dir.join("daemon/daemon.sock"),
@@ -327,41 +334,63 @@ fn fanout(alice_dir: &Path, bob_dir: &Path, state: &Path, port: u16) -> (usize, 
         .to_string();
     let got = Arc::new(AtomicUsize::new(0));
     let ready = Arc::new(AtomicUsize::new(0));
+    let resumed = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut subs = Vec::new();
     for _ in 0..SUBSCRIBERS {
         let (got, ready, stop, token) = (got.clone(), ready.clone(), stop.clone(), token.clone());
+        let resumed = resumed.clone();
         subs.push(
             std::thread::Builder::new()
                 .stack_size(64 * 1024)
                 .spawn(move || {
-                    let Ok(mut st) = TcpStream::connect(("127.0.0.1", tport)) else {
-                        return;
-                    };
-                    st.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-                    let _ = write!(
-                        st,
-                        "GET /v1/events?kinds=message HTTP/1.1\r\nHost: 127.0.0.1:{tport}\r\nAuthorization: Bearer {token}\r\n\r\n"
-                    );
-                    let mut r = BufReader::new(st);
-                    let mut line = String::new();
+                    // A stream the daemon ends for a slow reader is resumed by id, as a client
+                    // does (SPEC §7.4): only what never arrives counts as lost.
+                    let mut last_id: Option<u64> = None;
                     let mut counted = false;
                     let deadline = Instant::now() + Duration::from_secs(60);
                     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        line.clear();
-                        match r.read_line(&mut line) {
-                            Ok(0) => break,
-                            Ok(_) => {
-                                if !counted && line.starts_with("HTTP/1.1 200") {
-                                    counted = true;
-                                    ready.fetch_add(1, Ordering::Relaxed);
+                        let Ok(mut st) = TcpStream::connect(("127.0.0.1", tport)) else {
+                            return;
+                        };
+                        st.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+                        let resume = last_id.map_or(String::new(), |id| {
+                            format!("Last-Event-ID: {id}\r\n")
+                        });
+                        let _ = write!(
+                            st,
+                            "GET /v1/events?kinds=message HTTP/1.1\r\nHost: 127.0.0.1:{tport}\r\nAuthorization: Bearer {token}\r\n{resume}\r\n"
+                        );
+                        let mut r = BufReader::new(st);
+                        let mut line = String::new();
+                        let mut id: Option<u64> = None;
+                        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                            line.clear();
+                            match r.read_line(&mut line) {
+                                Ok(0) => break,
+                                Ok(_) => {
+                                    if !counted && line.starts_with("HTTP/1.1 200") {
+                                        counted = true;
+                                        ready.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    if let Some(v) = line.strip_prefix("id: ") {
+                                        id = v.trim().parse().ok();
+                                    }
+                                    if line.starts_with("data: ")
+                                        && line.contains("fan ")
+                                        && id > last_id
+                                    {
+                                        got.fetch_add(1, Ordering::Relaxed);
+                                        last_id = id;
+                                    }
                                 }
-                                if line.starts_with("data: ") && line.contains("fan ") {
-                                    got.fetch_add(1, Ordering::Relaxed);
-                                }
+                                Err(_) => continue,
                             }
-                            Err(_) => continue,
                         }
+                        if !counted || stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        resumed.fetch_add(1, Ordering::Relaxed);
                     }
                 })
                 .unwrap(),
@@ -400,6 +429,7 @@ fn fanout(alice_dir: &Path, bob_dir: &Path, state: &Path, port: u16) -> (usize, 
     (
         connected,
         want.saturating_sub(got.load(Ordering::Relaxed)),
+        resumed.load(Ordering::Relaxed),
         rss,
         delivered_in,
     )
@@ -474,10 +504,11 @@ fn main() {
     if std::env::var("SCALE_FANOUT").is_ok_and(|v| v == "0") {
         return;
     }
-    let (connected, lost, rss, secs) = fanout(&alice_dir, &bob_dir, &state, port);
+    let (connected, lost, resumed, rss, secs) = fanout(&alice_dir, &bob_dir, &state, port);
     println!(
         "\nSSE fan-out: {connected} of {SUBSCRIBERS} subscribers (TCP), {FANOUT_EVENTS} events at {FANOUT_RATE}/s: \
-         {lost} of {} deliveries lost, all in {secs:.1} s, RSS {rss:.1} MB",
+         {lost} of {} deliveries lost, all in {secs:.1} s, RSS {rss:.1} MB; {resumed} streams \
+         ended for a slow reader and resumed by id",
         connected * FANOUT_EVENTS
     );
 }
