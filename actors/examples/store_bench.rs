@@ -63,6 +63,30 @@ fn main() -> Result<(), Box<dyn Error>> {
         t.elapsed().as_secs_f64(),
         "-"
     );
+    // A send to a name nobody resolved yet (broker down) joins the newest open row sent to
+    // that name: with none, the lookup must not walk the 100k pending rows of the others.
+    let t = Instant::now();
+    let named = NewSend {
+        session_pubkey: None,
+        client_message_id: Some("bench-name".to_owned()),
+        fingerprint: [7; 32],
+        mesh: "m1".to_owned(),
+        to: "carol".to_owned(),
+        target: None,
+        priority: "next".to_owned(),
+        meta: None,
+        reply_to_id: None,
+        payload: vec![b'x'; 200],
+    };
+    store::accept_batch(&mut conn, &[named], NOW + 2_000_000)?;
+    println!(
+        "{:<52} {:>10} {:>12.6} {:>12}",
+        "accept to an unknown name, 100k pending to others",
+        1,
+        t.elapsed().as_secs_f64(),
+        "-"
+    );
+
     let (n, t) = drain(&mut conn, claimed, Duration::from_secs(10))?;
     report("drain, claim_due(32) + mark_done per row, NORMAL", n, t);
 

@@ -177,31 +177,35 @@ fn waiting_unresolved(tx: &Transaction<'_>, mesh: &str, to: &str) -> Result<bool
     .map_err(StoreError::sql("accept: look for unresolved rows"))
 }
 
-/// The newest row of status `?1`, mesh `?2` sent to `?3` (walks `outbox_status_enqueued`
-/// backwards, stopping at the first match).
-pub(super) const NEWEST_OPEN: &str = "SELECT enqueued_at, id, target FROM outbox
-  WHERE status = ?1 AND mesh = ?2 AND to_spec = ?3
-  ORDER BY enqueued_at DESC, id DESC LIMIT 1";
+/// The newest row of mesh `?1` sent to the name `?2`, one query per open status: a pending
+/// one is one descent of `outbox_pending_named` (its `WHERE` repeated here, with the status a
+/// literal, so that SQLite can use the partial index; for a name it excludes nothing, as a
+/// name is never its own target); an in-flight one walks the in-flight rows newest first,
+/// which the drain's claim budget bounds (`window` × 8 per mesh).
+pub(super) const NEWEST_OPEN: [&str; 2] = [
+    "SELECT enqueued_at, id, target FROM outbox
+      WHERE status = 'pending' AND (target IS NULL OR target <> to_spec)
+        AND mesh = ?1 AND to_spec = ?2
+      ORDER BY enqueued_at DESC, id DESC LIMIT 1",
+    "SELECT enqueued_at, id, target FROM outbox
+      WHERE status = 'inflight' AND mesh = ?1 AND to_spec = ?2
+      ORDER BY enqueued_at DESC, id DESC LIMIT 1",
+];
 
 /// The target of the newest open (`pending` or `inflight`) row of `mesh` sent to `to`; `None`
 /// when there is no such row or it is unresolved too.
-///
-/// One query per status, each walking its rows newest first and stopping at the first
-/// match: a burst to one name finds its predecessor at once.
 fn newest_open_target(
     tx: &Transaction<'_>,
     mesh: &str,
     to: &str,
 ) -> Result<Option<String>, StoreError> {
     let mut newest: Option<(i64, i64, Option<String>)> = None;
-    for status in ["pending", "inflight"] {
+    for query in NEWEST_OPEN {
         let row: Option<(i64, i64, Option<String>)> = tx
-            .prepare_cached(NEWEST_OPEN)
+            .prepare_cached(query)
             .and_then(|mut st| {
-                st.query_row((status, mesh, to), |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()
+                st.query_row((mesh, to), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
             })
             .map_err(StoreError::sql("accept: look for open rows to the name"))?;
         if let Some(row) = row {

@@ -115,15 +115,27 @@ CREATE TRIGGER outbox_counts_delete AFTER DELETE ON outbox BEGIN
 END;
 ";
 
+/// Version 5: the pending rows of a mesh sent to a name (the only rows whose `target` is NULL
+/// or differs from `to_spec`), by that name, so that a send to a name nobody has resolved yet
+/// finds the newest pending row sent to that name with one descent instead of walking every
+/// pending row (issue 10: no cost on the writer that grows with the outbox). Rows sent to a
+/// pubkey, group, topic or `*` stay out of it and cost nothing more; in-flight rows need no
+/// such index (the drain's claim budget bounds them). A file at version 4 gets it built once,
+/// at the first start of this binary (one pass over the table).
+const V5: &str = "
+CREATE INDEX outbox_pending_named ON outbox(mesh, to_spec, enqueued_at, id)
+    WHERE status = 'pending' AND (target IS NULL OR target <> to_spec);
+";
+
 /// The version that adds `outbox_counts` (a file below it is seeded from its rows).
 #[cfg(test)]
 pub(super) const COUNTS_VERSION: i64 = 4;
 
 /// The migrations, version `i + 1` at index `i`. Append only; never edit a released one.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this binary writes; a database with a higher one is refused.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 

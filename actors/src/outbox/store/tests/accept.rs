@@ -333,23 +333,34 @@ fn an_unresolved_name_with_no_resolved_open_row_stays_unresolved() {
 }
 
 #[test]
-fn the_open_row_lookup_of_an_unresolved_accept_seeks_an_index() {
+fn the_open_row_lookup_of_an_unresolved_accept_descends_to_the_name_or_walks_only_inflight() {
     let (_d, _p, conn) = temp_db();
-    let plan: Vec<String> = conn
-        .prepare(&format!(
-            "EXPLAIN QUERY PLAN {}",
-            crate::outbox::store::accept::NEWEST_OPEN
-        ))
-        .unwrap()
-        .query_map(("pending", "m1", "bob"), |r| r.get::<_, String>(3))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let plan = |query: &str| -> Vec<String> {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+            .unwrap()
+            .query_map(("m1", "bob"), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let [pending, inflight] = crate::outbox::store::accept::NEWEST_OPEN;
+    // Pending: a descent to the name (`mesh=? AND to_spec=?`), not a walk of the queue.
+    let p = plan(pending);
     assert!(
-        plan.iter()
-            .all(|l| l.starts_with("SEARCH outbox USING INDEX")),
-        "{plan:?}"
+        p.iter().any(|l| l.contains("outbox_pending_named")
+            && l.contains("mesh=?")
+            && l.contains("to_spec=?")),
+        "{p:?}"
     );
+    // In flight: the in-flight rows only (a bounded set), newest first, no sort.
+    let i = plan(inflight);
+    assert!(
+        i.iter().all(|l| l.starts_with("SEARCH outbox USING INDEX")),
+        "{i:?}"
+    );
+    for l in p.iter().chain(&i) {
+        assert!(!l.contains("TEMP B-TREE") && !l.starts_with("SCAN"), "{l}");
+    }
 }
 
 #[test]
