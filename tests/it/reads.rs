@@ -10,6 +10,26 @@ use serde_json::json;
 use crate::cli::NO_RATE;
 use crate::harness::*;
 
+/// POSTs `body` to `path` over `d`'s socket on a thread of its own (a request that may wait
+/// on a held write lock); the thread returns the status.
+fn post_on_thread(
+    d: &Daemon,
+    path: &'static str,
+    body: String,
+) -> thread::JoinHandle<Result<u16, claudemeshd::client::ClientError>> {
+    let sock = d.socket();
+    thread::spawn(move || {
+        claudemeshd::client::request(
+            &claudemeshd::client::Endpoint::Socket(&sock),
+            "POST",
+            path,
+            Some(&body),
+            Duration::from_secs(30),
+        )
+        .map(|r| r.status)
+    })
+}
+
 #[test]
 fn reads_answer_while_both_writers_wait_on_a_held_write_lock() {
     let w = World::new("alice,bob", &NO_RATE);
@@ -33,29 +53,9 @@ fn reads_answer_while_both_writers_wait_on_a_held_write_lock() {
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .expect("lock outbox");
 
-    let sock = alice.socket();
-    let (s1, s2) = (sock.clone(), sock.clone());
-    let seen = thread::spawn(move || {
-        claudemeshd::client::request(
-            &claudemeshd::client::Endpoint::Socket(&s1),
-            "POST",
-            "/v1/inbox/seen",
-            Some(r#"{"ids":[1]}"#),
-            Duration::from_secs(30),
-        )
-        .map(|r| r.status)
-    });
-    let send = thread::spawn(move || {
-        let body = json!({"to": "*", "message": "blocked", "client_message_id": "r-1"});
-        claudemeshd::client::request(
-            &claudemeshd::client::Endpoint::Socket(&s2),
-            "POST",
-            "/v1/send",
-            Some(&body.to_string()),
-            Duration::from_secs(30),
-        )
-        .map(|r| r.status)
-    });
+    let seen = post_on_thread(&alice, "/v1/inbox/seen", r#"{"ids":[1]}"#.into());
+    let body = json!({"to": "*", "message": "blocked", "client_message_id": "r-1"});
+    let send = post_on_thread(&alice, "/v1/send", body.to_string());
     // Let both writes reach their owners (if they have not yet, the reads below pass
     // trivially; they cannot fail because of it).
     thread::sleep(Duration::from_millis(500));
@@ -121,18 +121,8 @@ fn after_a_restart_a_repeated_id_is_answered_off_the_writer_and_a_new_one_waits_
     let lock = outbox_lock
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .expect("lock outbox");
-    let sock = alice.socket();
-    let fresh = thread::spawn(move || {
-        let body = json!({"to": "*", "message": "new", "client_message_id": "k-1"});
-        claudemeshd::client::request(
-            &claudemeshd::client::Endpoint::Socket(&sock),
-            "POST",
-            "/v1/send",
-            Some(&body.to_string()),
-            Duration::from_secs(30),
-        )
-        .map(|r| r.status)
-    });
+    let new_body = json!({"to": "*", "message": "new", "client_message_id": "k-1"});
+    let fresh = post_on_thread(&alice, "/v1/send", new_body.to_string());
     let repeat = alice.post("/v1/send", &body);
     let repeat_since = alice.post("/v1/send", &since);
     let repeat_minted = alice.post("/v1/send", &minted);
