@@ -175,6 +175,7 @@ pub fn start(cfg: EngineConfig) -> Engine {
     let mut meshes = Vec::new();
     let outbox_tuning = tuning.outbox.clone();
     let (inbox2, metrics2, tuning2) = (inbox.clone(), metrics.clone(), tuning.clone());
+    let seen = outbox_ids.clone();
     let outbox = OutboxDrainer::create(|ctx| {
         let link_peers = LinkPeers {
             drainer: ctx.address().recipient::<LinkEvent>(),
@@ -209,6 +210,7 @@ pub fn start(cfg: EngineConfig) -> Engine {
             });
         }
         OutboxDrainer::new(db, targets, outbox_tuning, inbox2.recipient(), metrics2)
+            .with_seen_ids(seen)
     });
 
     // Session connections start once the drainer they report to exists (SPEC §12).

@@ -157,10 +157,6 @@ pub async fn requeue(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, handles.tuning.ipc.body_limit).await?;
     let req = parse_requeue(&body)?;
-    // The new row's id is seen before it can exist (see `SeenIds`), minted ones once known.
-    if let Some(id) = &req.new_client_message_id {
-        handles.outbox_ids.add(id);
-    }
     let done = handles
         .outbox
         .send(RequeueRow {
@@ -171,7 +167,6 @@ pub async fn requeue(
         .await
         .map_err(mailbox_err)?
         .map_err(requeue_err)?;
-    handles.outbox_ids.add(&done.new_client_message_id);
     log::info!(
         "outbox row {} requeued as row {} ({})",
         done.aborted_row_id,

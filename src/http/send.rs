@@ -74,17 +74,16 @@ pub async fn send(
             .and_then(|s| s.session_pubkey.clone()),
     };
     // A repeated id is answered from a read-only connection: only a new id needs the writer.
-    // An id certainly not in the outbox skips that lookup; it is recorded as (maybe) seen
-    // before the writer can store it.
-    if let Some(id) = &new.client_message_id {
-        if handles.outbox_ids.maybe_seen(id) {
-            if let Some(answered) = read_repeat(&handles, &new).await {
-                return answer(answered, &fingerprint);
-            }
+    // An id certainly not in the outbox (`SeenIds`, kept by the outbox's writes) skips it.
+    if new
+        .client_message_id
+        .as_deref()
+        .is_some_and(|id| handles.outbox_ids.maybe_seen(id))
+    {
+        if let Some(answered) = read_repeat(&handles, &new).await {
+            return answer(answered, &fingerprint);
         }
-        handles.outbox_ids.add(id);
     }
-    let minted = new.client_message_id.is_none();
     let accepted = handles
         .outbox
         .send(AcceptSend { send: new })
@@ -97,16 +96,6 @@ pub async fn send(
             operation: "accept send",
             source: Box::new(source),
         })?;
-    if let (
-        true,
-        Accepted::Queued {
-            client_message_id, ..
-        },
-    ) = (minted, &accepted)
-    {
-        // A minted id: seen before the caller can learn it and send it again.
-        handles.outbox_ids.add(client_message_id);
-    }
     answer(accepted, &fingerprint)
 }
 

@@ -11,9 +11,10 @@
 //!   "not seen" sends it to the writer, whose accept checks the id itself (SPEC §5.3). A false
 //!   positive costs one lookup; a missed id would cost only the read-off-the-writer property
 //!   for that one repeat.
-//! - **Ids are added before their row can exist**: the HTTP handler adds a caller's id before
-//!   it asks the writer, and a minted id as soon as the writer returns it (before the caller
-//!   can know it). Ids already in the file are added by a background scan at start
+//! - **Ids are added before their row can exist**, by the OutboxDrainer that every write goes
+//!   through: a caller's id when its accept is queued, a minted id as soon as the group commit
+//!   returns it (before the caller can know it), a requeue's new id before and after. Ids
+//!   already in the file are added by a background scan at start
 //!   ([`SeenIds::load`]); until it ends, every send asks the reader (`maybe_seen` is `true`).
 //! - **Cost.** About 10 bits per id (1.2 MB at 1M ids); each link of the chain aims at a 1 %
 //!   false-positive rate, so a chain of `n` links stays under `n` %. Checks and adds take a

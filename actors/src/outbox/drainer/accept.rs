@@ -21,6 +21,10 @@ impl OutboxDrainer {
         self.accepting = true;
         let (batch, replies): (Vec<NewSend>, Vec<AcceptReply>) =
             std::mem::take(&mut self.accept_queue).into_iter().unzip();
+        let minted: Vec<bool> = batch
+            .iter()
+            .map(|s| s.client_message_id.is_none())
+            .collect();
         let meshes: HashSet<String> = batch.iter().map(|s| s.mesh.clone()).collect();
         let now = now_ms();
         let fut = self.db.send(DbTask::new(move |conn| {
@@ -30,7 +34,17 @@ impl OutboxDrainer {
             act.accepting = false;
             match res {
                 Ok(Ok(answers)) => {
-                    for (answer, reply) in answers.into_iter().zip(replies) {
+                    for ((answer, reply), minted) in answers.into_iter().zip(replies).zip(minted) {
+                        if let (
+                            true,
+                            Accepted::Queued {
+                                client_message_id, ..
+                            },
+                        ) = (minted, &answer)
+                        {
+                            // Seen before the caller can learn the id and send it again.
+                            act.seen.add(client_message_id);
+                        }
                         let fresh = matches!(answer, Accepted::Queued { .. });
                         Metrics::inc(if fresh {
                             &act.metrics.sends_accepted
@@ -82,6 +96,10 @@ impl Handler<AcceptSend> for OutboxDrainer {
 
     fn handle(&mut self, msg: AcceptSend, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
+        // Seen before the group commit can store it (`SeenIds`).
+        if let Some(id) = &msg.send.client_message_id {
+            self.seen.add(id);
+        }
         self.accept_queue.push((msg.send, tx));
         self.flush_accepts(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(OutboxError::Cancelled)) })

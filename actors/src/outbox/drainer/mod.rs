@@ -41,6 +41,7 @@ pub use sessions::{SessionLinkAdded, SessionLinkRemoved, SessionLinksReady};
 use super::db::{DbTask, OutboxDb};
 use super::msg::*;
 use super::outcome::Update;
+use super::seen::SeenIds;
 use super::store::{self, Accepted, NewSend, OutboxRow};
 use crate::broker::msg::{DeliverSend, RateLimited, ResolvePeer};
 use crate::broker::BrokerConnection;
@@ -167,6 +168,9 @@ pub struct OutboxDrainer {
     due: wake::DueTimes,
     /// Session connections, for rows sent by a session (`sessions.rs`).
     session_routes: sessions::SessionRoutes,
+    /// The ids the outbox may hold: every id a write may store is added here before its row
+    /// can exist (`accept.rs`, `queries.rs`).
+    seen: Arc<SeenIds>,
     /// Shared DM keys per recipient: one X25519 exchange per peer, not per row.
     boxes: crate::crypto::DmBoxes,
 }
@@ -231,7 +235,15 @@ impl OutboxDrainer {
             due: wake::DueTimes::default(),
             session_routes: Default::default(),
             boxes: Default::default(),
+            seen: Arc::default(),
         }
+    }
+
+    /// Records the ids this drainer's writes may store in `ids` (shared with the IPC layer,
+    /// which skips the read-only lookup for an id certainly not there).
+    pub fn with_seen_ids(mut self, ids: Arc<SeenIds>) -> Self {
+        self.seen = ids;
+        self
     }
 }
 

@@ -40,6 +40,10 @@ impl Handler<RequeueRow> for OutboxDrainer {
             .filter(|(_, m)| m.claiming)
             .map(|(slug, _)| slug.clone())
             .collect();
+        // The new row's id is seen before it can exist (`SeenIds`); a minted one once known.
+        if let Some(id) = &msg.new_client_message_id {
+            self.seen.add(id);
+        }
         let fut = self.db.send(DbTask::new(move |conn| {
             if let Some(row) = store::get(conn, msg.id)? {
                 if row.status == store::Status::Inflight
@@ -62,7 +66,8 @@ impl Handler<RequeueRow> for OutboxDrainer {
         }));
         let work = async move { fut.await??.map_err(OutboxError::Requeue) };
         Box::pin(work.into_actor(self).map(|res, act, ctx| {
-            if res.is_ok() {
+            if let Ok(done) = &res {
+                act.seen.add(&done.new_client_message_id);
                 act.drain_all(ctx);
             }
             res
