@@ -66,18 +66,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     // A send to a name nobody resolved yet (broker down) joins the newest open row sent to
     // that name: with none, the lookup must not walk the 100k pending rows of the others.
     let t = Instant::now();
-    let named = NewSend {
-        session_pubkey: None,
-        client_message_id: Some("bench-name".to_owned()),
-        fingerprint: [7; 32],
-        mesh: "m1".to_owned(),
-        to: "carol".to_owned(),
-        target: None,
-        priority: "next".to_owned(),
-        meta: None,
-        reply_to_id: None,
-        payload: vec![b'x'; 200],
-    };
+    let named = bench_send("bench-name".to_owned(), 7, "carol", None);
     store::accept_batch(&mut conn, &[named], NOW + 2_000_000)?;
     println!(
         "{:<52} {:>10} {:>12.6} {:>12}",
@@ -131,7 +120,6 @@ fn accept_loop(
     per_tx: usize,
     dests: usize,
 ) -> Result<Duration, Box<dyn Error>> {
-    let payload = vec![b'x'; 200];
     let t = Instant::now();
     let mut next = 0usize;
     while next < rows {
@@ -142,24 +130,34 @@ fn accept_loop(
                 } else {
                     format!("{:064x}", i % dests)
                 };
-                NewSend {
-                    session_pubkey: None,
-                    client_message_id: Some(format!("bench-{i}")),
-                    fingerprint: [(i % 251) as u8; 32],
-                    mesh: "m1".to_owned(),
-                    to: target.clone(),
-                    target: Some(target),
-                    priority: "next".to_owned(),
-                    meta: None,
-                    reply_to_id: None,
-                    payload: payload.clone(),
-                }
+                bench_send(
+                    format!("bench-{i}"),
+                    (i % 251) as u8,
+                    &target,
+                    Some(&target),
+                )
             })
             .collect();
         next += batch.len();
         store::accept_batch(conn, &batch, NOW + next as i64)?;
     }
     Ok(t.elapsed())
+}
+
+/// A send of 200 bytes in mesh `m1` with id `id` to `to`, resolved to `target`.
+fn bench_send(id: String, fingerprint: u8, to: &str, target: Option<&str>) -> NewSend {
+    NewSend {
+        session_pubkey: None,
+        client_message_id: Some(id),
+        fingerprint: [fingerprint; 32],
+        mesh: "m1".to_owned(),
+        to: to.to_owned(),
+        target: target.map(str::to_owned),
+        priority: "next".to_owned(),
+        meta: None,
+        reply_to_id: None,
+        payload: vec![b'x'; 200],
+    }
 }
 
 /// Drains until the queue is empty or `budget` is spent; returns (rows done, elapsed).
