@@ -11,6 +11,7 @@ use crate::broker::BrokerConnection;
 use crate::events::EventHub;
 use crate::inbox::actor::InboxStore;
 use crate::metrics::Metrics;
+use crate::outbox::accepts::AcceptLane;
 use crate::outbox::drainer::OutboxDrainer;
 use crate::outbox::seen::SeenIds;
 use crate::readpool::ReadPool;
@@ -49,6 +50,8 @@ pub struct DaemonInfo {
 #[derive(Clone)]
 pub struct Handles {
     pub outbox: Addr<OutboxDrainer>,
+    /// Accepts sends into `outbox.db` (group commits on its database thread).
+    pub accepts: AcceptLane,
     pub inbox: Addr<InboxStore>,
     /// Read-only connections to `outbox.db`: counts, listing, lookups (never the writer).
     pub outbox_reads: ReadPool,

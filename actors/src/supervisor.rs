@@ -24,6 +24,7 @@ use crate::inbox::actor::InboxStore;
 use crate::inbox::msg::{CloseInbox, PruneInbox};
 use crate::ipc::{IpcListener, PauseServing, StopServing};
 use crate::metrics::Metrics;
+use crate::outbox::accepts::AcceptLane;
 use crate::outbox::db::OutboxDb;
 use crate::outbox::drainer::{DrainTarget, OutboxDrainer};
 use crate::outbox::msg::{CloseOutbox, StopDraining};
@@ -175,7 +176,7 @@ pub fn start(cfg: EngineConfig) -> Engine {
     let mut meshes = Vec::new();
     let outbox_tuning = tuning.outbox.clone();
     let (inbox2, metrics2, tuning2) = (inbox.clone(), metrics.clone(), tuning.clone());
-    let seen = outbox_ids.clone();
+    let (seen, lane_db) = (outbox_ids.clone(), db.clone());
     let outbox = OutboxDrainer::create(|ctx| {
         let link_peers = LinkPeers {
             drainer: ctx.address().recipient::<LinkEvent>(),
@@ -212,6 +213,14 @@ pub fn start(cfg: EngineConfig) -> Engine {
         OutboxDrainer::new(db, targets, outbox_tuning, inbox2.recipient(), metrics2)
             .with_seen_ids(seen)
     });
+    // Sends commit on the database thread and are answered from it; the drainer only hears
+    // which meshes have new rows.
+    let accepts = AcceptLane::new(
+        lane_db,
+        outbox.clone().recipient(),
+        outbox_ids.clone(),
+        metrics.clone(),
+    );
 
     // Session connections start once the drainer they report to exists (SPEC §12).
     session_registry.do_send(AttachSessionLinks(SessionLinkFactory {
@@ -261,6 +270,7 @@ pub fn start(cfg: EngineConfig) -> Engine {
 
     let handles = Handles {
         outbox,
+        accepts,
         inbox,
         outbox_reads,
         outbox_ids,

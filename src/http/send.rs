@@ -1,10 +1,11 @@
 //! `POST /v1/send` (SPEC §5.1–§5.3): phase-A validation ([`super::send_request`]), the size
 //! rule, the mesh, name resolution through the mesh's `BrokerConnection` (`ResolvePeer`),
 //! the request fingerprint, then a lookup of a repeated id on a read-only connection (SPEC §5.3
-//! answers that write nothing) or else `AcceptSend` to the OutboxDrainer; the answer maps to
-//! 202 queued / 202 inflight / 200 duplicate / 409 idempotency_key_reused.
+//! answers that write nothing) or else the accept lane (group commit on the outbox's database
+//! thread); the answer maps to 202 queued / 202 inflight / 200 duplicate / 409
+//! idempotency_key_reused.
 //!
-//! Invariant: nothing is written before `AcceptSend`, so every refusal above leaves the id
+//! Invariant: nothing is written before the accept lane, so every refusal above leaves the id
 //! free; the 409 prefix is the *incoming* request's fingerprint, not the stored one.
 
 use actix_web::http::StatusCode;
@@ -13,7 +14,7 @@ use claudemesh_actors::broker::msg::{Resolution, ResolvePeer};
 use claudemesh_actors::fingerprint::{destination_for, prefix_hex, request_fingerprint};
 use claudemesh_actors::handles::{Handles, MeshHandle};
 use claudemesh_actors::metrics::Metrics;
-use claudemesh_actors::outbox::msg::{AcceptSend, OutboxError};
+use claudemesh_actors::outbox::msg::OutboxError;
 use claudemesh_actors::outbox::store::{self, Accepted, NewSend};
 use serde_json::{json, Value};
 
@@ -85,13 +86,9 @@ pub async fn send(
         }
     }
     let accepted = handles
-        .outbox
-        .send(AcceptSend { send: new })
+        .accepts
+        .accept(new)
         .await
-        .map_err(|source| ApiError::Unavailable {
-            actor: "outbox",
-            source,
-        })?
         .map_err(|source| ApiError::Outbox {
             operation: "accept send",
             source: Box::new(source),

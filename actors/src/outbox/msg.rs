@@ -3,7 +3,7 @@
 
 use actix::prelude::*;
 
-use super::store::{Accepted, NewSend, RequeueError, Requeued, StoreError};
+use super::store::{RequeueError, Requeued, StoreError};
 
 /// Errors the drainer reports to its callers.
 #[derive(Debug, thiserror::Error)]
@@ -43,14 +43,6 @@ impl OutboxError {
             _ => None,
         }
     }
-}
-
-/// Command: accept one send (SPEC §5.3). Answered only after the row's transaction commits;
-/// concurrent accepts share one transaction (group commit).
-#[derive(Message, Debug)]
-#[rtype(result = "Result<Accepted, OutboxError>")]
-pub struct AcceptSend {
-    pub send: NewSend,
 }
 
 /// Command: operator requeue (SPEC §5.4).

@@ -1,8 +1,8 @@
-//! OutboxDrainer: accepts sends (group commit) and drains pending rows to each mesh's
-//! BrokerConnection.
+//! OutboxDrainer: drains pending rows to each mesh's BrokerConnection.
 //!
-//! Accepts [`AcceptSend`], [`RequeueRow`], [`CloseOutbox`] from the IPC layer and [`LinkEvent`]
-//! from the connections (reads go to [`crate::readpool`], never here). Sends
+//! Accepts [`RequeueRow`], [`CloseOutbox`] from the IPC layer, [`AcceptsCommitted`](super::accepts::AcceptsCommitted) from
+//! the accept lane ([`crate::outbox::accepts`], which commits sends without this actor) and
+//! [`LinkEvent`] from the connections (reads go to [`crate::readpool`], never here). Sends
 //! [`DeliverSend`]/[`ResolvePeer`]/[`RateLimited`] to connections and `outbox_dead` events to the
 //! InboxStore journal. SQL runs on the [`OutboxDb`] thread. Accepting never depends on a broker:
 //! with every link down, sends still commit and wait as `pending`.
@@ -15,7 +15,7 @@
 //! held and sent as slots free up (the mesh's free slots go to the longest-waiting
 //! destination first).
 //!
-//! Handlers live beside their message family: `accept` (group commit), `claim` (claim,
+//! Handlers live beside their message family: `accept` (new rows to drain), `claim` (claim,
 //! resolve, dispatch, link events), `flight` (one destination's window), `apply` (outcomes
 //! in send order, group apply, close), `queries` (operator reads and requeue), `wake` (the
 //! one timer, armed only while a backoff is running). This file holds the state,
@@ -25,7 +25,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
 
 mod accept;
 mod apply;
@@ -42,7 +41,7 @@ use super::db::{DbTask, OutboxDb};
 use super::msg::*;
 use super::outcome::Update;
 use super::seen::SeenIds;
-use super::store::{self, Accepted, NewSend, OutboxRow};
+use super::store::{self, OutboxRow};
 use crate::broker::msg::{DeliverSend, RateLimited, ResolvePeer};
 use crate::broker::BrokerConnection;
 use crate::crypto::MemberKeys;
@@ -109,8 +108,6 @@ struct MeshState {
     again: bool,
 }
 
-type AcceptReply = oneshot::Sender<Result<Accepted, OutboxError>>;
-
 impl MeshState {
     /// Rows claimed and not yet recorded, over every destination.
     fn in_flight(&self) -> usize {
@@ -148,10 +145,6 @@ pub struct OutboxDrainer {
     tuning: OutboxTuning,
     journal: Recipient<RecordEvent>,
     metrics: Arc<Metrics>,
-    /// Accepts waiting for the next group commit.
-    accept_queue: Vec<(NewSend, AcceptReply)>,
-    /// A group commit is running.
-    accepting: bool,
     /// Rate limit of the log lines of storage failures (a full disk fails every step).
     storage_log: crate::storage::LogGate,
     /// Uncounted retries per row, for the offline backoff exponent (in memory only).
@@ -168,8 +161,8 @@ pub struct OutboxDrainer {
     due: wake::DueTimes,
     /// Session connections, for rows sent by a session (`sessions.rs`).
     session_routes: sessions::SessionRoutes,
-    /// The ids the outbox may hold: every id a write may store is added here before its row
-    /// can exist (`accept.rs`, `queries.rs`).
+    /// The ids the outbox may hold: a requeue adds its new id here before its row can exist
+    /// (`queries.rs`; accepts add theirs in the accept lane).
     seen: Arc<SeenIds>,
     /// Shared DM keys per recipient: one X25519 exchange per peer, not per row.
     boxes: crate::crypto::DmBoxes,
@@ -224,8 +217,6 @@ impl OutboxDrainer {
             tuning,
             journal,
             metrics,
-            accept_queue: Vec::new(),
-            accepting: false,
             storage_log: Default::default(),
             offline_retries: HashMap::new(),
             closing: false,
@@ -239,8 +230,8 @@ impl OutboxDrainer {
         }
     }
 
-    /// Records the ids this drainer's writes may store in `ids` (shared with the IPC layer,
-    /// which skips the read-only lookup for an id certainly not there).
+    /// Records the ids this drainer's requeues may store in `ids` (shared with the accept
+    /// lane and the IPC layer, which skips the read-only lookup for an id certainly not there).
     pub fn with_seen_ids(mut self, ids: Arc<SeenIds>) -> Self {
         self.seen = ids;
         self

@@ -10,7 +10,7 @@ use super::*;
 use crate::broker::msg::{DeliveryOutcome, LinkEvent, Resolution};
 use crate::inbox::msg::InboxActorError;
 use crate::inbox::store::StoredEvent;
-use crate::outbox::store::{Durability, Status};
+use crate::outbox::store::{Durability, NewSend, Status};
 
 /// Records every row id it is asked to deliver and acks it `queued:true`, except the first
 /// delivery of each id in `refuse_once` (acked "no connected peer": offline backoff).
