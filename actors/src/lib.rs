@@ -17,6 +17,7 @@
 //! - [`time`]: unix milliseconds and ISO 8601.
 
 pub mod broker;
+pub mod checkpoint;
 pub mod crypto;
 pub mod events;
 pub mod files;

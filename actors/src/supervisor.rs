@@ -122,6 +122,13 @@ fn load_seen_ids(ids: &Arc<SeenIds>, outbox: &Path) {
 /// Page cache of the start-up id scan, in KiB: it reads each index page once.
 const SCAN_CACHE_KIB: i64 = 256;
 
+/// Moves the WAL checkpoints of a writer connection off its thread (run on that thread).
+fn attach_checkpoints(conn: &Connection, name: &str) {
+    if let Err(e) = crate::checkpoint::attach(conn, name) {
+        log::warn!("{name}: checkpoints stay on the writer thread: {e}");
+    }
+}
+
 /// Starts every actor. Must run inside an actix system.
 pub fn start(cfg: EngineConfig) -> Engine {
     let metrics = cfg.metrics.clone();
@@ -141,6 +148,7 @@ pub fn start(cfg: EngineConfig) -> Engine {
     let inbox_conn = cfg.inbox;
     let (ev, me) = (events.clone(), metrics.clone());
     let inbox = InboxStore::start_in_arbiter(&inbox_arbiter.handle(), move |_| {
+        attach_checkpoints(&inbox_conn, "inbox");
         InboxStore::new(inbox_conn, keys, ev, me, journal_keep)
     });
 
@@ -153,6 +161,7 @@ pub fn start(cfg: EngineConfig) -> Engine {
     let outbox_arbiter = Arbiter::new();
     let outbox_conn = cfg.outbox;
     let db = OutboxDb::start_in_arbiter(&outbox_arbiter.handle(), move |_| {
+        attach_checkpoints(&outbox_conn, "outbox");
         OutboxDb::new(outbox_conn)
     });
 
