@@ -331,3 +331,96 @@ fn inbound_push_that_cannot_be_stored_is_logged_once_a_minute_and_storing_resume
     drop(bob);
     drop(fs);
 }
+
+/// Kill -9 while WAL checkpoints run on the checkpointer thread (`actors/src/checkpoint.rs`):
+/// every send answered 202 before the kill is in `outbox.db` after the restart, whole, and the
+/// file passes SQLite's integrity check. The sends are large enough that the WAL crosses the
+/// wake threshold again and again, so checkpoints are copying while the process dies.
+#[test]
+fn kill_9_among_background_checkpoints_loses_no_accepted_send() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    let w = World::new("alice", &NO_RATE);
+    let mut alice = Daemon::start(&w.config_dir("alice"), &[]);
+    let pid = alice.child.as_ref().expect("child").id();
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    for name in ["outbox-checkpoi", "inbox-checkpoin"] {
+        assert!(threads.iter().any(|t| t == name), "{name} in {threads:?}");
+    }
+    let db = alice.daemon_dir.join("outbox.db");
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let first = size(&db);
+    let sock = alice.socket();
+    let payload = "x".repeat(3000);
+    let accepted = Mutex::new(Vec::new());
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (sock, payload, accepted, stop) = (&sock, &payload, &accepted, &stop);
+            s.spawn(move || {
+                for i in 0..5_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let id = format!("c{t}-{i}");
+                    let body = json!({"to": "@crew", "message": payload, "client_message_id": id});
+                    let sent = claudemeshd::client::request(
+                        &claudemeshd::client::Endpoint::Socket(sock),
+                        "POST",
+                        "/v1/send",
+                        Some(&body.to_string()),
+                        Duration::from_secs(10),
+                    );
+                    match sent {
+                        Ok(r) if r.status == 202 => accepted.lock().expect("lock").push(id),
+                        Ok(r) => panic!("send {id}: {} {}", r.status, r.body),
+                        Err(_) => break, // the daemon is gone
+                    }
+                }
+            });
+        }
+        // Checkpoints have copied several WAL generations into the file, and go on.
+        let copied = wait_until(Duration::from_secs(60), || {
+            size(&db) > first + 12 * 1024 * 1024
+        });
+        alice.kill9();
+        stop.store(true, Ordering::Relaxed);
+        assert!(
+            copied,
+            "the database file grew by checkpoints: {}",
+            size(&db)
+        );
+    });
+    let accepted = accepted.into_inner().expect("lock");
+    assert!(accepted.len() > 1_000, "{}", accepted.len());
+    let _alice = Daemon::start(&w.config_dir("alice"), &[]);
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("outbox.db");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(check, "ok");
+    let mut st = conn
+        .prepare("SELECT payload_bytes FROM outbox WHERE client_message_id = ?1")
+        .expect("prepare");
+    let missing: Vec<&String> = accepted
+        .iter()
+        .filter(|id| {
+            st.query_row([id.as_str()], |r| r.get::<_, i64>(0))
+                .map_or(true, |bytes| bytes != 3000)
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} lost: {:?}",
+        missing.len(),
+        accepted.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
