@@ -412,8 +412,8 @@ fn kill_9_among_background_checkpoints_loses_no_accepted_send() {
     let missing: Vec<&String> = accepted
         .iter()
         .filter(|id| {
-            st.query_row([id.as_str()], |r| r.get::<_, i64>(0))
-                .map_or(true, |bytes| bytes != 3000)
+            !st.query_row([id.as_str()], |r| r.get::<_, i64>(0))
+                .is_ok_and(|bytes| bytes == 3000)
         })
         .collect();
     assert!(
