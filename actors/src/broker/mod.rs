@@ -134,6 +134,10 @@ pub struct BrokerConnection {
     /// One timer at the earliest deadline expires them (`timers.rs`): a timer per send would
     /// make every poll of this actor's context walk thousands of sleeping futures.
     pending_acks: HashMap<String, PendingAck>,
+    /// Sends the pacer holds back, not yet written: frame id → the timer that writes it. A
+    /// `rate_limit` refusal cancels them (`RateLimited`): their scheduled times assumed
+    /// tokens the broker's bucket does not have.
+    unsent: HashMap<String, SpawnHandle>,
     /// The armed ack timer: when it fires and its handle (None: nothing awaits an ack, or
     /// the timer is firing).
     ack_timer: Option<(Instant, SpawnHandle)>,
@@ -191,6 +195,7 @@ impl BrokerConnection {
             connected_since: None,
             last_rx: Instant::now(),
             pending_acks: HashMap::new(),
+            unsent: HashMap::new(),
             ack_timer: None,
             peer_waiters: Vec::new(),
             peers_requested_at: None,
@@ -491,6 +496,10 @@ impl Supervised for BrokerConnection {
         self.hello_acked = false;
         self.connected_since = None;
         self.pending_acks.clear();
+        // The restart cancelled their timers: the broker never saw them, so their tokens
+        // are still in its bucket.
+        self.pacer.release(self.unsent.len());
+        self.unsent.clear();
         self.ack_timer = None;
         self.peer_waiters.clear();
         self.peers_requested_at = None;

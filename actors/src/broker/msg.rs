@@ -193,6 +193,10 @@ pub enum DeliveryOutcome {
     NotConnected { reason: String },
 }
 
+/// The [`DeliveryOutcome::NotConnected`] reason of a send the pacer held back and a
+/// [`RateLimited`] cancelled: never written, retried like the refused send (uncounted).
+pub const RATE_LIMITED_UNSENT: &str = "rate_limit: not sent (the broker's bucket is empty)";
+
 /// Command: send one row and wait for its ack (paced by the mirrored rate-limit bucket).
 #[derive(Message)]
 #[rtype(result = "DeliveryOutcome")]

@@ -40,6 +40,15 @@ impl Pacer {
         send_at - now_ms
     }
 
+    /// Gives back the tokens of `n` reserved sends that will not go out (cancelled before
+    /// their time): the sends scheduled after them do not wait for them.
+    pub fn release(&mut self, n: usize) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.tat_ms = self
+            .tat_ms
+            .saturating_sub(n.saturating_mul(self.interval_ms));
+    }
+
     /// The broker said its bucket is empty: schedule as if it were.
     pub fn drain(&mut self, now_ms: i64) {
         if self.interval_ms > 0 {
@@ -53,6 +62,28 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn released_sends_give_their_slots_back() {
+        let mut p = Pacer::new(10, 1);
+        for _ in 0..10 {
+            assert_eq!(p.reserve(5_000), 0);
+        }
+        // Three more are scheduled 1, 2 and 3 s ahead, then cancelled before their time.
+        let later: Vec<i64> = (0..3).map(|_| p.reserve(5_000)).collect();
+        assert_eq!(later, [1_000, 2_000, 3_000]);
+        p.release(3);
+        assert_eq!(
+            p.reserve(5_100),
+            900,
+            "the next one takes the first freed slot"
+        );
+        // After a refusal (`drain`) the schedule restarts one interval from now.
+        p.release(1);
+        p.drain(5_200);
+        assert_eq!(p.reserve(5_200), 1_000);
+        assert_eq!(p.reserve(5_200), 2_000);
+    }
 
     #[test]
     fn burst_goes_out_at_once_then_one_per_second() {

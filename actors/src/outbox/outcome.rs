@@ -81,7 +81,14 @@ pub(crate) fn classify(step: Step, closing: bool) -> Change {
         }
         Step::Delivered(DeliveryOutcome::Timeout) => Change::Counted("ack_timeout".into()),
         Step::Delivered(DeliveryOutcome::NotConnected { reason }) => {
-            if closing || reason == "daemon_shutdown" || reason.starts_with("broker_not_open") {
+            if reason == crate::broker::msg::RATE_LIMITED_UNSENT {
+                // Held back by the pacer and cancelled by a refusal: never written. Retried
+                // like the refused row, without telling the connection again.
+                Change::Uncounted(reason, 1_000)
+            } else if closing
+                || reason == "daemon_shutdown"
+                || reason.starts_with("broker_not_open")
+            {
                 Change::Uncounted(reason, 0)
             } else {
                 Change::Counted(reason)
@@ -204,6 +211,12 @@ mod tests {
         assert_eq!(
             lost("broker_not_open (reconnecting)", false),
             Change::Uncounted("broker_not_open (reconnecting)".into(), 0)
+        );
+        let unsent = crate::broker::msg::RATE_LIMITED_UNSENT;
+        assert_eq!(
+            lost(unsent, false),
+            Change::Uncounted(unsent.into(), 1_000),
+            "held back and cancelled: not counted, not a new refusal"
         );
         assert_eq!(
             classify(Step::Unresolved("unknown_peer"), false),

@@ -147,6 +147,7 @@ impl Handler<DeliverSend> for BrokerConnection {
         );
         self.arm_ack_timer(ctx, deadline);
         let write = move |act: &mut Self, ctx: &mut Context<Self>| {
+            act.unsent.remove(&id);
             if act.pending_acks.contains_key(&id) && !act.send_text(frame) {
                 if let Some(p) = act.pending_acks.remove(&id) {
                     let _ = p.tx.send(DeliveryOutcome::NotConnected {
@@ -159,7 +160,9 @@ impl Handler<DeliverSend> for BrokerConnection {
         if delay == 0 {
             write(self, ctx);
         } else {
-            ctx.run_later(Duration::from_millis(delay), write);
+            let timer = ctx.run_later(Duration::from_millis(delay), write);
+            self.unsent
+                .insert(msg.send.client_message_id.clone(), timer);
         }
         Box::pin(async move {
             rx.await.unwrap_or(DeliveryOutcome::NotConnected {
@@ -172,7 +175,29 @@ impl Handler<DeliverSend> for BrokerConnection {
 impl Handler<RateLimited> for BrokerConnection {
     type Result = ();
 
-    fn handle(&mut self, _msg: RateLimited, _ctx: &mut Context<Self>) {
+    /// The broker's bucket is empty. Sends the pacer still holds are cancelled and answered
+    /// [`RATE_LIMITED_UNSENT`], their tokens given back, and the schedule restarts one token
+    /// from now: written at their old times they would be refused too, or — pipelined behind
+    /// the refused row — arrive ahead of it and be sent again after it (a duplicate).
+    fn handle(&mut self, _msg: RateLimited, ctx: &mut Context<Self>) {
+        let unsent: Vec<(String, SpawnHandle)> = self.unsent.drain().collect();
+        for (id, timer) in &unsent {
+            ctx.cancel_future(*timer);
+            if let Some(p) = self.pending_acks.remove(id) {
+                let _ = p.tx.send(DeliveryOutcome::NotConnected {
+                    reason: RATE_LIMITED_UNSENT.to_string(),
+                });
+            }
+        }
+        self.pacer.release(unsent.len());
         self.pacer.drain(now_ms());
+        if !unsent.is_empty() {
+            log::info!(
+                "mesh {}: rate limited by the broker; {} held-back sends cancelled, retried in order",
+                self.slug(),
+                unsent.len()
+            );
+            self.acks_settled(ctx);
+        }
     }
 }
