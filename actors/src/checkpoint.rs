@@ -9,9 +9,12 @@
 //! - A commit that leaves [`WAKE_PAGES`] or more in the WAL wakes the checkpointer, which runs
 //!   a `PASSIVE` checkpoint (it never waits for the writer or a reader). Wake-ups coalesce.
 //! - The writer restarts the WAL from its start at its next transaction once every frame is
-//!   copied back, as before; so the file stays as small as it was.
+//!   copied back, as before; while the checkpointer keeps up the file stays as small as it was.
 //! - If the WAL still reaches [`INLINE_PAGES`] (the checkpointer fell behind a long burst,
-//!   failed, or is gone), the writer checkpoints inline, as SQLite would have done.
+//!   failed, or is gone), the writer checkpoints inline, as SQLite would have done. While the
+//!   checkpointer is in the middle of one, the writer's attempt is busy and skipped: the WAL
+//!   then grows until that checkpoint ends (bounded by the checkpointer's progress, not by
+//!   [`INLINE_PAGES`]). Once restarted, the file is cut back to [`WAL_SIZE_LIMIT`].
 //! - The checkpointer runs at a lower priority ([`NICE`]): requests go first on a busy CPU.
 //! - A failure is logged (at most once a minute), never returned: the commit that woke the
 //!   checkpointer has already happened and must be answered as committed.
@@ -41,9 +44,15 @@ pub const INLINE_PAGES: c_int = 16_000;
 /// writer at [`INLINE_PAGES`].
 const NICE: i32 = 10;
 
+/// The `-wal` file is cut back to this size when it restarts (`journal_size_limit`): after a
+/// burst the checkpointer fell behind, it does not keep its peak size on disk.
+pub const WAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
+
 thread_local! {
     /// The checkpointers of the writer connections of this thread.
     static CHECKPOINTERS: RefCell<Vec<SyncSender<()>>> = const { RefCell::new(Vec::new()) };
+    /// Log gate of the writer's inline checkpoints (a full disk fails every one).
+    static INLINE_FAILURES: RefCell<LogGate> = RefCell::new(LogGate::default());
 }
 
 /// Moves the checkpoints of `conn`, a writer connection in WAL mode, to a thread named
@@ -63,6 +72,9 @@ pub fn attach(conn: &Connection, name: &str) -> std::io::Result<()> {
         .spawn(move || run(&path, &label, &woken))?;
     CHECKPOINTERS.with(|c| c.borrow_mut().push(wake));
     conn.wal_hook(Some(on_commit));
+    if let Err(e) = conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT) {
+        log::warn!("{name}: wal size limit not set: {e}");
+    }
     Ok(())
 }
 
@@ -78,8 +90,17 @@ fn on_commit(wal: &Wal, pages: c_int) -> rusqlite::Result<()> {
             !c.is_empty()
         });
     if !woken {
-        if let Err(e) = wal.checkpoint_v2(CheckpointMode::PASSIVE) {
-            log::warn!("wal checkpoint on the writer ({pages} pages) failed: {e}");
+        match wal.checkpoint_v2(CheckpointMode::PASSIVE) {
+            Ok(_) => {}
+            // The checkpointer is copying right now: the WAL restarts once it is done.
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {}
+            Err(e) => INLINE_FAILURES.with(|gate| {
+                if let Some(held) = gate.borrow_mut().pass(now_ms(), 60_000) {
+                    log::warn!(
+                        "wal checkpoint on the writer ({pages} pages) failed: {e} ({held} more failures not logged)"
+                    );
+                }
+            }),
         }
     }
     Ok(())
@@ -190,6 +211,10 @@ mod tests {
     fn a_commit_past_the_threshold_is_copied_back_by_the_checkpointer() {
         let dir = tempfile::tempdir().unwrap();
         let conn = writer(dir.path(), true);
+        let limit: i64 = conn
+            .query_row("PRAGMA journal_size_limit", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(limit, WAL_SIZE_LIMIT);
         let burst = i64::from(WAKE_PAGES) + 50;
         commit_pages(&conn, 1, burst as usize);
         wait_for("the rows reach the database file", || {

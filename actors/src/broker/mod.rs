@@ -3,8 +3,8 @@
 //! Owns the mesh's WebSocket (awc), the hello handshake, ack correlation of `send` frames, the
 //! peer-list cache, the saved profile and the liveness watchdog. Accepts [`msg::DeliverSend`],
 //! [`msg::ResolvePeer`], [`msg::GetPeers`], [`msg::ApplyProfile`], [`msg::GetLinkStatus`],
-//! [`msg::RateLimited`], [`msg::CloseLink`] (handlers in `handlers/`, one file per message
-//! family). Emits [`msg::LinkEvent`] to the drainer (late acks included), [`msg::PushReceived`]
+//! [`msg::CloseLink`] (handlers in `handlers/`, one file per message family); a `rate_limit`
+//! refusal pauses its own pacer. Emits [`msg::LinkEvent`] to the drainer (late acks included), [`msg::PushReceived`]
 //! and journal events to the InboxStore.
 //!
 //! Every hello carries the daemon's stable session id (SPEC §5.6). Against a broker that
@@ -135,7 +135,7 @@ pub struct BrokerConnection {
     /// make every poll of this actor's context walk thousands of sleeping futures.
     pending_acks: HashMap<String, PendingAck>,
     /// Sends the pacer holds back, not yet written: frame id → the timer that writes it. A
-    /// `rate_limit` refusal cancels them (`RateLimited`): their scheduled times assumed
+    /// `rate_limit` refusal cancels them (`handlers/send.rs`): their scheduled times assumed
     /// tokens the broker's bucket does not have.
     unsent: HashMap<String, SpawnHandle>,
     /// The armed ack timer: when it fires and its handle (None: nothing awaits an ack, or

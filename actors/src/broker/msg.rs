@@ -194,7 +194,7 @@ pub enum DeliveryOutcome {
 }
 
 /// The [`DeliveryOutcome::NotConnected`] reason of a send the pacer held back and a
-/// [`RateLimited`] cancelled: never written, retried like the refused send (uncounted).
+/// `rate_limit` refusal cancelled: never written, retried like the refused send (uncounted).
 pub const RATE_LIMITED_UNSENT: &str = "rate_limit: not sent (the broker's bucket is empty)";
 
 /// Command: send one row and wait for its ack (paced by the mirrored rate-limit bucket).
@@ -207,11 +207,6 @@ pub struct DeliverSend {
     /// whether the row has been sent again since.
     pub seq: u64,
 }
-
-/// Command: pause sends until a rate-limit token is due (after a `rate_limit:` ack).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RateLimited;
 
 /// Command: close the socket with 1000 and stay closed (ordered shutdown).
 #[derive(Message)]

@@ -36,7 +36,7 @@ pub(crate) enum Change {
     Done(String),
     /// Permanent error: dead.
     Dead(String),
-    /// `rate_limit:`: pending again, not counted; the connection pauses.
+    /// `rate_limit:`: pending again, not counted (the connection paused itself on the ack).
     RateLimited(String),
     /// Not counted, retry after the given delay (ms).
     Uncounted(String, i64),

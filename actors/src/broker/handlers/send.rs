@@ -1,7 +1,8 @@
 //! Sends and their acks: [`DeliverSend`] (paced by the mirrored rate-limit bucket), the ack
 //! expiry that answers `Timeout` (its timer in `timers.rs`), the correlation of `ack` frames, and **late acks** — a
 //! `queued:true` ack for a send already answered `Timeout` is reported to the drainer as
-//! [`LinkEvent::LateAck`] so the row is credited instead of sent twice. [`RateLimited`].
+//! [`LinkEvent::LateAck`] so the row is credited instead of sent twice. A `rate_limit`
+//! refusal cancels the sends the pacer still holds back.
 
 use std::time::{Duration, Instant};
 
@@ -91,7 +92,14 @@ impl BrokerConnection {
             if p.resend_of_overdue && self.sent_twice.len() < MAX_OVERDUE {
                 self.sent_twice.insert(id);
             }
+            let refused = matches!(
+                &outcome,
+                DeliveryOutcome::Acked { error: Some(e), .. } if e.starts_with("rate_limit")
+            );
             let _ = p.tx.send(outcome);
+            if refused {
+                self.rate_limited(ctx);
+            }
             self.acks_settled(ctx);
             return;
         }
@@ -172,32 +180,43 @@ impl Handler<DeliverSend> for BrokerConnection {
     }
 }
 
-impl Handler<RateLimited> for BrokerConnection {
-    type Result = ();
-
-    /// The broker's bucket is empty. Sends the pacer still holds are cancelled and answered
-    /// [`RATE_LIMITED_UNSENT`], their tokens given back, and the schedule restarts one token
-    /// from now: written at their old times they would be refused too, or — pipelined behind
-    /// the refused row — arrive ahead of it and be sent again after it (a duplicate).
-    fn handle(&mut self, _msg: RateLimited, ctx: &mut Context<Self>) {
-        let unsent: Vec<(String, SpawnHandle)> = self.unsent.drain().collect();
-        for (id, timer) in &unsent {
-            ctx.cancel_future(*timer);
+impl BrokerConnection {
+    /// The broker refused a send of this connection with `rate_limit`: its bucket is empty.
+    /// Sends the pacer still holds are cancelled and answered [`RATE_LIMITED_UNSENT`], their
+    /// tokens given back, and the schedule restarts one token from now: written at their old
+    /// times they would be refused too, or — pipelined behind the refused row — arrive ahead
+    /// of it and be sent again after it (a duplicate). Runs on the refusal's own ack, before
+    /// another held-back send can be written. A held-back re-send of a send that timed out is
+    /// left to go: cancelling it would lose the credit a late ack of the first send gives.
+    fn rate_limited(&mut self, ctx: &mut Context<Self>) {
+        let held: Vec<String> = self
+            .unsent
+            .keys()
+            .filter(|id| {
+                self.pending_acks
+                    .get(*id)
+                    .is_some_and(|p| !p.resend_of_overdue)
+            })
+            .cloned()
+            .collect();
+        for id in &held {
+            if let Some(timer) = self.unsent.remove(id) {
+                ctx.cancel_future(timer);
+            }
             if let Some(p) = self.pending_acks.remove(id) {
                 let _ = p.tx.send(DeliveryOutcome::NotConnected {
                     reason: RATE_LIMITED_UNSENT.to_string(),
                 });
             }
         }
-        self.pacer.release(unsent.len());
+        self.pacer.release(held.len());
         self.pacer.drain(now_ms());
-        if !unsent.is_empty() {
+        if !held.is_empty() {
             log::info!(
                 "mesh {}: rate limited by the broker; {} held-back sends cancelled, retried in order",
                 self.slug(),
-                unsent.len()
+                held.len()
             );
-            self.acks_settled(ctx);
         }
     }
 }

@@ -15,7 +15,6 @@ use super::super::store::{self, InFlight, OutboxRow};
 use super::flight::{self, Returned};
 use super::queries::query;
 use super::{OutboxDrainer, OFFLINE_CAP_MS, RETRY_BASE_MS, RETRY_CAP_MS};
-use crate::broker::msg::RateLimited;
 use crate::metrics::Metrics;
 use crate::time::now_ms;
 
@@ -96,7 +95,6 @@ impl OutboxDrainer {
         let Returned { row, target, step } = back;
         let now = now_ms();
         let id = row.id;
-        let mesh = row.mesh.clone();
         let dest = store::destination_key(&row).to_string();
         if behind {
             // Whatever the broker said, the row is sent again after the failed one; a late
@@ -116,11 +114,6 @@ impl OutboxDrainer {
         let step = self.late.settle(&row, step);
         let change = outcome::classify(step, self.closing);
         let breaks = !matches!(change, Change::Done(_) | Change::Dead(_));
-        if matches!(change, Change::RateLimited(_)) {
-            if let Some(st) = self.meshes.get(&mesh) {
-                st.link.rate_limited.do_send(RateLimited);
-            }
-        }
         let mut rng = rand::thread_rng();
         let (op, dead_error): (Op, Option<String>) = match change {
             Change::Done(mid) => {

@@ -3,7 +3,7 @@
 //! Accepts [`RequeueRow`], [`CloseOutbox`] from the IPC layer, [`AcceptsCommitted`](super::accepts::AcceptsCommitted) from
 //! the accept lane ([`crate::outbox::accepts`], which commits sends without this actor) and
 //! [`LinkEvent`] from the connections (reads go to [`crate::readpool`], never here). Sends
-//! [`DeliverSend`]/[`ResolvePeer`]/[`RateLimited`] to connections and `outbox_dead` events to the
+//! [`DeliverSend`]/[`ResolvePeer`] to connections and `outbox_dead` events to the
 //! InboxStore journal. SQL runs on the [`OutboxDb`] thread. Accepting never depends on a broker:
 //! with every link down, sends still commit and wait as `pending`.
 //!
@@ -42,7 +42,7 @@ use super::msg::*;
 use super::outcome::Update;
 use super::seen::SeenIds;
 use super::store::{self, OutboxRow};
-use crate::broker::msg::{DeliverSend, RateLimited, ResolvePeer};
+use crate::broker::msg::{DeliverSend, ResolvePeer};
 use crate::broker::BrokerConnection;
 use crate::crypto::MemberKeys;
 use crate::inbox::msg::RecordEvent;
@@ -80,16 +80,13 @@ pub struct LinkRecipients {
     pub deliver: Recipient<DeliverSend>,
     /// Resolves a name or prefix against the peer list.
     pub resolve: Recipient<ResolvePeer>,
-    /// Tells the connection the broker rate-limited a send.
-    pub rate_limited: Recipient<RateLimited>,
 }
 
 impl From<Addr<BrokerConnection>> for LinkRecipients {
     fn from(link: Addr<BrokerConnection>) -> Self {
         LinkRecipients {
             deliver: link.clone().recipient(),
-            resolve: link.clone().recipient(),
-            rate_limited: link.recipient(),
+            resolve: link.recipient(),
         }
     }
 }

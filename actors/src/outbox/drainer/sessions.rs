@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use actix::prelude::*;
 
 use super::{LinkRecipients, OutboxDrainer};
-use crate::broker::msg::{DeliverSend, RateLimited};
+use crate::broker::msg::DeliverSend;
 use crate::broker::session::{PresenceState, PresenceUpdate};
 use crate::broker::BrokerConnection;
 use crate::crypto::MemberKeys;
@@ -48,7 +48,6 @@ pub struct SessionLinkAdded {
     pub keys: MemberKeys,
     /// The session connection's sends.
     pub deliver: Recipient<DeliverSend>,
-    pub rate_limited: Recipient<RateLimited>,
 }
 
 impl SessionLinkAdded {
@@ -57,8 +56,7 @@ impl SessionLinkAdded {
         SessionLinkAdded {
             mesh,
             keys,
-            deliver: link.clone().recipient(),
-            rate_limited: link.recipient(),
+            deliver: link.recipient(),
         }
     }
 }
@@ -139,7 +137,6 @@ impl Handler<SessionLinkAdded> for OutboxDrainer {
             deliver: msg.deliver,
             // Names resolve against the member connection's peer list.
             resolve: member.link.resolve.clone(),
-            rate_limited: msg.rate_limited,
         };
         let route = SessionRoute {
             mesh: msg.mesh,

@@ -54,12 +54,6 @@ impl Handler<ResolvePeer> for Recorder {
     }
 }
 
-impl Handler<RateLimited> for Recorder {
-    type Result = ();
-
-    fn handle(&mut self, _msg: RateLimited, _ctx: &mut Context<Self>) {}
-}
-
 impl Handler<RecordEvent> for Recorder {
     type Result = Result<StoredEvent, InboxActorError>;
 
@@ -96,7 +90,6 @@ fn rig(conn: rusqlite::Connection, member: MemberKeys) -> Rig {
             LinkRecipients {
                 deliver: member_link.clone().recipient(),
                 resolve: member_link.clone().recipient(),
-                rate_limited: member_link.clone().recipient(),
             },
         )],
         OutboxTuning::default(),
@@ -198,7 +191,6 @@ async fn a_session_row_waits_for_its_connection_then_goes_over_it_or_through_the
         mesh: "m1".into(),
         keys: session.clone(),
         deliver: session_link.clone().recipient(),
-        rate_limited: session_link.clone().recipient(),
     });
     drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
 
@@ -278,7 +270,6 @@ async fn an_unsupported_session_sends_through_the_member_at_once() {
         mesh: "m1".into(),
         keys: session,
         deliver: session_link.clone().recipient(),
-        rate_limited: session_link.recipient(),
     });
     drainer.do_send(LinkEvent::Up { mesh: "m1".into() });
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -332,7 +323,6 @@ async fn nothing_is_claimed_before_the_registry_has_announced_the_live_sessions(
         mesh: "m1".into(),
         keys: session,
         deliver: session_link.clone().recipient(),
-        rate_limited: session_link.recipient(),
     });
     drainer.do_send(SessionLinksReady);
     tokio::time::sleep(Duration::from_millis(400)).await;

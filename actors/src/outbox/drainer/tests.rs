@@ -127,12 +127,6 @@ impl Handler<ResolvePeer> for FakeLink {
     }
 }
 
-impl Handler<RateLimited> for FakeLink {
-    type Result = ();
-
-    fn handle(&mut self, _msg: RateLimited, _ctx: &mut Context<Self>) {}
-}
-
 impl Handler<RecordEvent> for FakeLink {
     type Result = Result<StoredEvent, InboxActorError>;
 
@@ -490,7 +484,6 @@ fn rig_built(
         LinkRecipients {
             deliver: link.clone().recipient(),
             resolve: link.clone().recipient(),
-            rate_limited: link.clone().recipient(),
         },
     )];
     let drainer = OutboxDrainer::with_links(
