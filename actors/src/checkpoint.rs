@@ -18,9 +18,10 @@
 //! - Under a sustained write load the checkpointer never quite catches up (the WAL restarts
 //!   only when every frame is copied back as a transaction begins), so the WAL grows to
 //!   [`INLINE_PAGES`] and the writer's inline checkpoint, which then has only the tail left to
-//!   copy, restarts it: the `-wal` file reaches ~70 MB and is reused at that size. Cutting it
-//!   back (`journal_size_limit` 16 MiB) cost a third of the accept p99 and ~10 % of unique
-//!   accepts; an inline threshold of 4,000 pages, more p99 still (issue 10, scale bench).
+//!   copy, restarts it: the `-wal` file reaches ~71 MB (4.7 MB with checkpoints on the
+//!   writer) and is reused at that size. Cutting it back to 16 MiB (`journal_size_limit`)
+//!   doubled the accept p99 and cost ~10 % of unique accepts; an inline threshold of 4,000
+//!   pages also doubled the p99 (issue 10, scale bench).
 //! - The checkpointer runs at a lower priority ([`NICE`]): requests go first on a busy CPU.
 //! - A failure is logged (at most once a minute), never returned: the commit that woke the
 //!   checkpointer has already happened and must be answered as committed.
