@@ -87,6 +87,9 @@ fn post_dms(from: &Daemon, to: &str, tag: &str, n: usize) -> Vec<String> {
     let mut next = 0;
     for attempt in 0..4 {
         next = post_pipelined(from, to, &bodies, next);
+        // An ended connection must not hide a panic of the worker that served it.
+        let log = from.log();
+        assert!(!log.contains("panicked"), "{log}");
         if next == n {
             return bodies;
         }
