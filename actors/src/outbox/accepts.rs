@@ -150,7 +150,7 @@ impl Flush {
                 }
             }
             Err(e) => {
-                log_failure(&mut lane.queue().storage_log, &e);
+                e.log_failed("accept (rolled back)", &mut lane.queue().storage_log);
                 let (detail, fault) = (e.to_string(), e.fault());
                 for reply in replies {
                     let _ = reply.send(Err(OutboxError::Batch {
@@ -189,18 +189,6 @@ impl Drop for Flush {
         for (_, reply) in sends {
             let _ = reply.send(Err(OutboxError::Cancelled));
         }
-    }
-}
-
-/// Logs a rolled-back commit; storage failures at most once a minute, with the count of
-/// those held back.
-fn log_failure(gate: &mut LogGate, e: &store::StoreError) {
-    if e.fault().is_none() {
-        log::error!("outbox accept (rolled back) failed: {e}");
-    } else if let Some(held) = gate.pass(now_ms(), 60_000) {
-        log::error!(
-            "outbox accept (rolled back) failed: {e} ({held} more storage failures of accepts not logged in the last minute)"
-        );
     }
 }
 

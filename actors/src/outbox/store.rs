@@ -169,6 +169,19 @@ impl StoreError {
         }
     }
 
+    /// Logs this error as the failure of `what`: every other error at once, storage failures
+    /// (under a full disk every step fails) at most once a minute per `gate`, with the count
+    /// of those held back.
+    pub fn log_failed(&self, what: &str, gate: &mut crate::storage::LogGate) {
+        if self.fault().is_none() {
+            log::error!("outbox {what} failed: {self}");
+        } else if let Some(held) = gate.pass(crate::time::now_ms(), 60_000) {
+            log::error!(
+                "outbox {what} failed: {self} ({held} more storage failures not logged in the last minute)"
+            );
+        }
+    }
+
     /// Wraps a rusqlite error with the operation that failed.
     pub(crate) fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
         move |source| StoreError::Sql { operation, source }

@@ -7,19 +7,11 @@ use actix::prelude::*;
 use super::super::accepts::AcceptsCommitted;
 use super::super::store;
 use super::OutboxDrainer;
-use crate::time::now_ms;
 
 impl OutboxDrainer {
-    /// Logs a failed database step; storage failures (under a full disk every step fails) at
-    /// most once a minute, with the count of those held back.
+    /// Logs a failed database step ([`store::StoreError::log_failed`], this drainer's gate).
     pub(super) fn log_db_failure(&mut self, what: &str, e: &store::StoreError) {
-        if e.fault().is_none() {
-            log::error!("outbox {what} failed: {e}");
-        } else if let Some(held) = self.storage_log.pass(now_ms(), 60_000) {
-            log::error!(
-                "outbox {what} failed: {e} ({held} more storage failures not logged in the last minute)"
-            );
-        }
+        e.log_failed(what, &mut self.storage_log);
     }
 }
 impl Handler<AcceptsCommitted> for OutboxDrainer {
