@@ -23,16 +23,21 @@ use crate::harness::*;
 /// The window the tests pipeline with (the default is 1).
 const WINDOW: usize = 32;
 
+/// The environment of a daemon pipelining `WINDOW` rows per destination, reconnecting
+/// quickly, plus `extra`.
+fn pipelined_env<'a>(window: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("CLAUDEMESH_OUTBOX_DESTINATION_WINDOW", window),
+        ("CLAUDEMESH_BROKER_RECONNECT_CAP_MS", "200"),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
 /// A daemon pipelining `WINDOW` rows per destination, reconnecting quickly.
 fn pipelined(w: &World, name: &str) -> Daemon {
     let window = WINDOW.to_string();
-    Daemon::start(
-        &w.config_dir(name),
-        &[
-            ("CLAUDEMESH_OUTBOX_DESTINATION_WINDOW", window.as_str()),
-            ("CLAUDEMESH_BROKER_RECONNECT_CAP_MS", "200"),
-        ],
-    )
+    Daemon::start(&w.config_dir(name), &pipelined_env(&window, &[]))
 }
 
 /// Every inbox body of `d`, oldest first (all pages).
@@ -192,16 +197,23 @@ fn accepted_while_broker_away(
     tag: &str,
     n: usize,
 ) -> (Daemon, Daemon, Vec<String>) {
+    accepted_while_broker_away_as(w, flags, tag, n, &[], &[])
+}
+
+/// [`accepted_while_broker_away`] with `alice_extra` in alice's environment (both starts) and
+/// `bob_env` in bob's.
+fn accepted_while_broker_away_as(
+    w: &mut World,
+    flags: &[&str],
+    tag: &str,
+    n: usize,
+    alice_extra: &[(&str, &str)],
+    bob_env: &[(&str, &str)],
+) -> (Daemon, Daemon, Vec<String>) {
     w.broker.stop();
     let window = WINDOW.to_string();
-    let mut alice = Daemon::spawn(
-        &w.config_dir("alice"),
-        &[
-            ("CLAUDEMESH_OUTBOX_DESTINATION_WINDOW", window.as_str()),
-            ("CLAUDEMESH_BROKER_RECONNECT_CAP_MS", "200"),
-        ],
-        &[],
-    );
+    let alice_env = pipelined_env(&window, alice_extra);
+    let mut alice = Daemon::spawn(&w.config_dir("alice"), &alice_env, &[]);
     assert!(
         wait_until(Duration::from_secs(20), || alice.get("/v1/health").is_ok()),
         "{}",
@@ -210,8 +222,9 @@ fn accepted_while_broker_away(
     let expected = post_dms(&alice, &w.pubkey("bob"), tag, n);
     assert_eq!(alice.stop(), Some(0), "{}", alice.log());
     w.restart_broker(flags);
-    let bob = Daemon::start(&w.config_dir("bob"), &[]);
-    (pipelined(w, "alice"), bob, expected)
+    let bob = Daemon::start(&w.config_dir("bob"), bob_env);
+    let alice = Daemon::start(&w.config_dir("alice"), &alice_env);
+    (alice, bob, expected)
 }
 
 /// Waits until `to` has stored `n` messages and `from` has nothing left to send.
@@ -318,24 +331,10 @@ fn kill_9_mid_window_then_restart_delivers_every_accepted_message_in_order_once(
 #[test]
 fn a_refusal_inside_a_paced_window_cancels_the_held_back_sends_and_order_holds() {
     let mut w = World::new("alice,bob", &[]);
-    w.broker.stop();
-    let window = WINDOW.to_string();
-    let env = [
-        ("CLAUDEMESH_BROKER_RATE_BURST", "12"),
-        ("CLAUDEMESH_OUTBOX_DESTINATION_WINDOW", window.as_str()),
-    ];
-    let mut alice = Daemon::spawn(&w.config_dir("alice"), &env, &[]);
-    assert!(
-        wait_until(Duration::from_secs(20), || alice.get("/v1/health").is_ok()),
-        "{}",
-        alice.log()
-    );
-    let expected = post_dms(&alice, &w.pubkey("bob"), "q", 16);
-    assert_eq!(alice.stop(), Some(0), "{}", alice.log());
-    w.restart_broker(&[]);
-    let bob = Daemon::start(&w.config_dir("bob"), &REAL_RATE);
+    let burst = [("CLAUDEMESH_BROKER_RATE_BURST", "12")];
+    let (alice, bob, expected) =
+        accepted_while_broker_away_as(&mut w, &[], "q", 16, &burst, &REAL_RATE);
     let t = Instant::now();
-    let alice = Daemon::start(&w.config_dir("alice"), &env);
     wait_delivered(&alice, &bob, 16, Duration::from_secs(60));
     let took = t.elapsed();
     assert_eq!(all_inbox_bodies(&bob), expected, "{}", alice.log());
